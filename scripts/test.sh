@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what the tests need (the package with its test extras, redis-server) and runs them.
+set -eu
+cd "$(dirname "$0")/.."
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+fi
+python3 -m pip install -q -e '.[test]'
+exec python3 -m pytest -q "$@"

@@ -1,0 +1,158 @@
+"""The TOML config file: ``[server]``, ``[settings]`` and ``[events]``.
+
+:func:`load_config` reads and validates a file into a :class:`ServerConfig`; it imports
+nothing from the app.  :func:`resolve` imports a ``module:attribute`` reference with the config
+file's directory and the current directory on ``sys.path``; workers call it after they start,
+so a reload always runs the code as it is on disk now.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tx_swoole.errors import AppImportError, ConfigError
+from tx_swoole.settings import Settings, closest, make_settings
+
+SERVER_TYPES = ("http", "tcp")
+EVENTS = ("worker_start", "worker_stop", "worker_exit")
+_SERVER_KEYS = ("type", "host", "port", "app")
+_SECTIONS = ("server", "settings", "events")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """A validated config file."""
+
+    type: str
+    host: str
+    port: int
+    app: str
+    settings: Settings
+    events: Mapping[str, str] = field(default_factory=dict)
+    base_dir: str = "."
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The raw tables, to hand to a worker process."""
+        from dataclasses import asdict
+
+        return {
+            "server": {"type": self.type, "host": self.host, "port": self.port, "app": self.app},
+            "settings": {k: v for k, v in asdict(self.settings).items() if v is not None},
+            "events": dict(self.events),
+            "base_dir": self.base_dir,
+            "path": self.path,
+        }
+
+
+def _unknown(kind: str, name: str, valid: Any) -> ConfigError:
+    return ConfigError(f"unknown {kind} {name!r}{closest(name, valid)}")
+
+
+def _check_ref(key: str, value: Any) -> str:
+    if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
+        raise ConfigError(f"{key} = {value!r}: expected a 'module:attribute' string")
+    return value
+
+
+def _server(table: Mapping[str, Any]) -> dict[str, Any]:
+    for key in table:
+        if key not in _SERVER_KEYS:
+            raise _unknown("key [server]", key, _SERVER_KEYS)
+    kind = table.get("type", "http")
+    if kind not in SERVER_TYPES:
+        raise ConfigError(f"[server] type = {kind!r}: allowed values are http, tcp")
+    host = table.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"[server] host = {host!r}: expected a host name or address")
+    port = table.get("port", 9501)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"[server] port = {port!r}: allowed range is 0 to 65535")
+    if "app" not in table:
+        raise ConfigError("[server] app is missing: expected a 'module:attribute' string")
+    return {
+        "type": kind,
+        "host": host,
+        "port": port,
+        "app": _check_ref("[server] app", table["app"]),
+    }
+
+
+def _events(table: Mapping[str, Any]) -> dict[str, str]:
+    events = {}
+    for key, value in table.items():
+        if key not in EVENTS:
+            raise _unknown("event", key, EVENTS)
+        events[key] = _check_ref(f"[events] {key}", value)
+    return events
+
+
+def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -> ServerConfig:
+    """Validate the tables of a config file (already parsed) into a :class:`ServerConfig`.
+
+    Raises :class:`~tx_swoole.errors.ConfigError` naming the key and value at fault.
+    """
+    for section, table in data.items():
+        if section not in _SECTIONS:
+            raise _unknown("section", section, _SECTIONS)
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[{section}] must be a table, got {type(table).__name__}")
+    if "server" not in data:
+        raise ConfigError("the [server] table is missing")
+    server = _server(data["server"])
+    settings = make_settings(data.get("settings", {}))
+    return ServerConfig(
+        settings=settings,
+        events=_events(data.get("events", {})),
+        base_dir=os.path.abspath(base_dir),
+        path=path,
+        **server,
+    )
+
+
+def load_config(path: str) -> ServerConfig:
+    """Read and validate the TOML file at ``path``.
+
+    Raises :class:`~tx_swoole.errors.ConfigError` when the file is missing, is not TOML, or
+    holds an invalid key or value.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    try:
+        return parse_config(data, os.path.dirname(os.path.abspath(path)), os.path.abspath(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def resolve(ref: str, base_dir: str = ".") -> Any:
+    """Import ``module:attribute``, with ``base_dir`` and the current directory on ``sys.path``.
+
+    Raises :class:`~tx_swoole.errors.AppImportError` (with the original error chained) when the
+    module cannot be imported or has no such attribute.
+    """
+    for entry in (os.getcwd(), os.path.abspath(base_dir)):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise AppImportError(f"cannot import {module_name!r} for {ref!r}: {e!r}") from e
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj

@@ -1,0 +1,135 @@
+"""The one exception tree of tx_swoole.
+
+Every exception the library raises on purpose derives from :class:`SwooleError`.  Where a
+builtin means the same thing, the class inherits it too, so ``except TimeoutError`` and
+``except ConnectionError`` keep working for callers who know nothing of this module.
+"""
+
+from __future__ import annotations
+
+
+class SwooleError(Exception):
+    """Base of every error raised by tx_swoole on purpose."""
+
+
+class ConfigError(SwooleError, ValueError):
+    """A setting or config file is invalid.
+
+    Raised by :mod:`tx_swoole.settings` and :mod:`tx_swoole.config` before anything binds.
+    The message names the key, the value, what is allowed and, for typos, the closest valid
+    key.  The caller should fix the configuration; retrying cannot help.
+    """
+
+
+class AppImportError(ConfigError):
+    """A ``module:attribute`` reference (app or event hook) cannot be imported.
+
+    Raised inside a worker while it boots.  The worker reports it and exits; the master does
+    not respawn it in a hot loop.
+    """
+
+
+class FramingError(SwooleError):
+    """A peer sent bytes that break the TCP framing (for example a negative length prefix).
+
+    Raised by the sans-IO framers; the protocol closes the connection with reason ``limit``.
+    """
+
+
+class FrameTooLargeError(FramingError):
+    """A framed TCP message is longer than ``package_max_length``.
+
+    Raised by the sans-IO framers in :mod:`tx_swoole.protocols._framing`; the protocol closes
+    the connection with reason ``limit``.  ``size`` is the declared or buffered length (a lower
+    bound for EOF framing), ``limit`` the setting.
+    """
+
+    def __init__(self, size: int, limit: int, what: str) -> None:
+        super().__init__(
+            f"{what} of {size} bytes exceeds package_max_length={limit}; "
+            "raise package_max_length to accept it"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class HTTPRequestError(SwooleError):
+    """A request cannot be served; ``status`` is the HTTP status to answer with.
+
+    Raised by the sans-IO request reader (:mod:`tx_swoole.protocols._http11`).  The HTTP
+    protocol answers with ``status``, ``Connection: close`` and a short body, then closes.
+    """
+
+    status = 400
+    reason = b"Bad Request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedRequestError(HTTPRequestError):
+    """The bytes are not valid HTTP/1.x (→ 400)."""
+
+
+class HeaderTooLargeError(HTTPRequestError):
+    """Request line + headers exceed ``http_header_max_length`` (→ 431)."""
+
+    status = 431
+    reason = b"Request Header Fields Too Large"
+
+
+class BodyTooLargeError(HTTPRequestError):
+    """The request body exceeds ``package_max_length`` (→ 413)."""
+
+    status = 413
+    reason = b"Payload Too Large"
+
+
+class RedisError(SwooleError):
+    """Base of every Redis client error (:mod:`tx_swoole.clients.redis`)."""
+
+
+class RedisConnectionError(RedisError, ConnectionError):
+    """The connection was refused, failed or closed; the message has host:port.
+
+    Commands pending on a connection that is lost fail with this error.  The command may or may
+    not have run on the server; retry only idempotent commands.
+    """
+
+
+class RedisTimeoutError(RedisError, TimeoutError):
+    """A connect or command did not complete within its timeout.
+
+    A command that times out aborts its connection so that no later reply reaches the wrong
+    caller; the other commands pending on that connection fail with
+    :class:`RedisConnectionError`.
+    """
+
+
+class RedisReplyError(RedisError):
+    """The server answered with an error reply (``-ERR ...``); the connection stays usable."""
+
+
+class RedisProtocolError(RedisError):
+    """The server sent bytes that are not RESP; the connection is closed."""
+
+
+class RedisPoolClosedError(RedisError):
+    """The pool was closed with ``close()``; create a new pool."""
+
+
+class RedisAcquireTimeoutError(RedisTimeoutError):
+    """No connection became free within ``acquire_timeout``; raise the pool ``size``."""
+
+
+class RedisWrongProcessError(RedisError):
+    """A pool is used in a process other than the one that created it.
+
+    Connections cannot be shared across processes: create clients in the ``worker_start`` hook
+    of each worker.
+    """
+
+
+class WatchError(RedisError):
+    """A ``WATCH``ed key changed before ``EXEC``; the transaction did not run."""

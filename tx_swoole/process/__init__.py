@@ -1,0 +1,1 @@
+"""The process model: the app service run in a worker, the master that supervises workers."""

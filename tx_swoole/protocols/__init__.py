@@ -1,0 +1,1 @@
+"""Server protocols: long-lived TCP connections and HTTP/1.1."""

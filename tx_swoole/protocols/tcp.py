@@ -1,0 +1,445 @@
+"""Long-lived TCP connections: a connection table, heartbeat, keepalive and framing.
+
+:class:`ConnectionTable` is a Twisted ``ServerFactory`` that numbers its connections with
+integer ids (like Swoole's ``$fd``), applies the socket settings to each accepted socket, runs
+one periodic sweep for the heartbeat (one timer per factory, not per connection) and offers
+``send``/``close``/``exists``/``getClientInfo``/``listConnections`` by id.
+
+:class:`TCPProtocol` is the class users subclass; override ``connectionOpened``,
+``messageReceived`` and ``connectionClosed(reason)``.  With ``open_eof_split`` or
+``open_length_check`` on, ``messageReceived`` gets whole messages; otherwise it gets each chunk
+as it arrives.
+
+Resource handling: a connection holds at most ``package_max_length`` bytes of partial input
+and ``buffer_output_size`` bytes of unsent output; ``max_conn`` bounds the table.  Heartbeat
+expiry aborts the connection (RST, pending output dropped) with reason ``heartbeat``.
+
+Error handling: bad framing closes the connection with reason ``limit`` and a WARNING; an
+exception in a hook is logged with its traceback and the connection is aborted with reason
+``error``; the worker carries on.  Sending to a closed or unknown connection logs at NOTICE
+and returns False.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.python.failure import Failure
+
+from tx_swoole._log import SwooleLogger
+from tx_swoole.errors import FramingError
+from tx_swoole.protocols._framing import RawFramer, make_framer
+from tx_swoole.settings import Settings, make_settings
+
+log = SwooleLogger("tx_swoole.tcp")
+
+REASONS = ("heartbeat", "peer", "server", "reload", "limit", "error")
+_DONE = Failure(ConnectionDone())
+_LINGER_RST = struct.pack("ii", 1, 0)
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """What :meth:`ConnectionTable.getClientInfo` reports for one connection."""
+
+    conn_id: int
+    remote_host: str
+    remote_port: int
+    connect_time: float
+    last_recv_time: float
+    bytes_in: int
+    bytes_out: int
+
+
+def socket_options(settings: Settings) -> list[tuple[int, int, int]]:
+    """The ``(level, option, value)`` triples the settings ask for on accepted sockets."""
+    opts = []
+    if settings.open_tcp_keepalive:
+        opts += [
+            (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, settings.tcp_keepidle),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, settings.tcp_keepinterval),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, settings.tcp_keepcount),
+        ]
+    if settings.tcp_user_timeout:
+        opts.append((socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, settings.tcp_user_timeout))
+    if settings.socket_buffer_size:
+        opts += [
+            (socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_buffer_size),
+            (socket.SOL_SOCKET, socket.SO_RCVBUF, settings.socket_buffer_size),
+        ]
+    return opts
+
+
+def pending_bytes(transport: Any) -> int:
+    """Bytes a transport holds unsent (0 for transports that do not say)."""
+    pending = getattr(transport, "pendingBytes", None)
+    if pending is not None:
+        return int(pending())
+    buffered = getattr(transport, "dataBuffer", b"")
+    return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+
+
+class TrackedProtocol(Protocol):
+    """A protocol that lives in a :class:`ConnectionTable`; base of our server protocols.
+
+    ``connId`` is its id in the table (0 until connected), ``server`` the factory.
+    """
+
+    __slots__ = (
+        "connId", "server", "connectTime", "lastRecvTime", "bytesIn", "bytesOut",
+        "_closeReason", "transport", "connected", "factory",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.connId = 0
+        self.server: Any = None
+        self.factory: Any = None
+        self.transport: Any = None
+        self.connected = 0
+        self.connectTime = 0.0
+        self.lastRecvTime = 0.0
+        self.bytesIn = 0
+        self.bytesOut = 0
+        self._closeReason: str | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.server = self.factory
+        self.server.register(self, transport)
+        super().makeConnection(transport)
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self.connected = 0
+        closeReason = self._closeReason or "peer"
+        self._closeReason = closeReason
+        self.server.unregister(self)
+        try:
+            self.connectionClosed(closeReason)
+        except Exception:
+            log.failure("connectionClosed hook of connection {connId} failed", connId=self.connId)
+
+    @property
+    def closing(self) -> bool:
+        """True once the connection is closed or closing; ``send`` then refuses."""
+        return self._closeReason is not None or not self.connected
+
+    def close(self, reset: bool = False, reason: str = "server") -> bool:
+        """Close: flush pending output first, or with ``reset=True`` abort with RST.
+
+        Returns False (and logs at NOTICE) when the connection is already closed or closing.
+        """
+        if self.closing:
+            log.notice("close of connection {connId}: already closed", connId=self.connId)
+            return False
+        self._closeReason = reason
+        if reset:
+            self._reset()
+        else:
+            self.transport.loseConnection()
+        return True
+
+    def abort(self, reason: str) -> None:
+        """Abort with RST and drop pending output (heartbeat, limits, errors)."""
+        if self.connected and self._closeReason is None:
+            self._closeReason = reason
+            self._reset()
+
+    def _reset(self) -> None:
+        try:
+            self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        except (OSError, AttributeError):
+            pass
+        self.transport.abortConnection()
+
+    def connectionClosed(self, reason: str) -> None:
+        """Override: the connection is gone; ``reason`` is one of :data:`REASONS`."""
+
+    def drainRequested(self) -> None:
+        """Override: the worker is draining (reload or shutdown); default does nothing."""
+
+    def idleExpired(self, now: float) -> bool:
+        """Override: True if the sweep at ``now`` should close this connection (HTTP timeouts)."""
+        return False
+
+
+class TCPProtocol(TrackedProtocol):
+    """A long-lived TCP connection; subclass it and override the hooks.
+
+    ``send(data)`` and ``close(reset=False)`` act on this connection; ``self.server`` is the
+    :class:`ConnectionTable` for acting on others by id.
+    """
+
+    __slots__ = ("_framer",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._framer: Any = None
+
+    def connectionMade(self) -> None:
+        self._framer = self.server.makeFramer()
+        try:
+            self.connectionOpened()
+        except Exception:
+            log.failure("connectionOpened hook of connection {connId} failed", connId=self.connId)
+            self.abort("error")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.lastRecvTime = self.server.seconds()
+        self.bytesIn += len(data)
+        if self._closeReason is not None:
+            return
+        framer = self._framer
+        if framer is None:
+            messages = [data]
+        else:
+            try:
+                messages = framer.feed(data)
+            except FramingError as e:
+                log.warn(
+                    "connection {connId} from {peer}: {error}; closing (reason limit)",
+                    connId=self.connId, peer=self.transport.getPeer(), error=str(e),
+                )  # fmt: skip
+                self.close(reason="limit")
+                return
+        for message in messages:
+            if self._closeReason is not None:
+                return
+            try:
+                self.messageReceived(message)
+            except Exception:
+                log.failure("messageReceived of connection {connId} failed", connId=self.connId)
+                self.abort("error")
+                return
+
+    def send(self, data: bytes) -> bool:
+        """Queue ``data`` for the peer; True if accepted.
+
+        Returns False (logged, never raised) when the connection is closed or closing, or when
+        accepting ``data`` would take the unsent bytes past ``buffer_output_size``.  True only
+        means the bytes were handed to the kernel or buffered, not that the peer read them.
+        """
+        if self.closing:
+            log.notice("send to closed connection {connId} dropped", connId=self.connId)
+            return False
+        limit = self.server.bufferOutputSize
+        if pending_bytes(self.transport) + len(data) > limit:
+            log.warn(
+                "send to connection {connId} refused: {pending} bytes unsent + {size} > "
+                "buffer_output_size={limit}",
+                connId=self.connId, pending=pending_bytes(self.transport), size=len(data),
+                limit=limit,
+            )  # fmt: skip
+            return False
+        self.bytesOut += len(data)
+        self.transport.write(data)
+        return True
+
+    def connectionOpened(self) -> None:
+        """Override: a peer connected; ``self.connId`` is set."""
+
+    def messageReceived(self, data: bytes) -> None:
+        """Override: a message (framed) or a chunk (unframed) arrived from the peer."""
+
+
+class ConnectionTable(ServerFactory):
+    """A factory of :class:`TrackedProtocol` connections, numbered and swept.
+
+    Pass the protocol class (a :class:`TCPProtocol` subclass) and the settings (a
+    :class:`~tx_swoole.settings.Settings` or a mapping of Swoole-named settings).  ``reactor``
+    supplies the clock for the heartbeat sweep.
+    """
+
+    noisy = False
+    protocol: ClassVar[type[TrackedProtocol]] = TCPProtocol  # type: ignore[assignment,misc]
+    sweepEvery: ClassVar[float] = 0.0  # a subclass's own periodic need (HTTP timeouts)
+
+    def __init__(
+        self,
+        protocol: type[TrackedProtocol] | None = None,
+        settings: Settings | dict[str, Any] | None = None,
+        *,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        if protocol is not None:
+            self.protocol = protocol  # type: ignore[misc]
+        if not isinstance(settings, Settings):
+            settings = make_settings(settings or {})
+        self.settings = settings
+        self.reactor = reactor
+        self.seconds = reactor.seconds
+        self.connections: dict[int, TrackedProtocol] = {}
+        self.draining = False
+        self.bufferOutputSize = settings.buffer_output_size
+        self._nextId = 1
+        self._sockopts = socket_options(settings)
+        self._sockoptFailed = False
+        self._refused = 0
+        self._refusedLogged = -1.0
+        self._checkInterval, self._idleTime = settings.heartbeat
+        self._sweeper: task.LoopingCall | None = None
+        self._emptyWaiters: list[Deferred[None]] = []
+        framer = make_framer(settings)
+        self._framed = not isinstance(framer, RawFramer)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def startFactory(self) -> None:
+        interval = min(x for x in (self._checkInterval, self.sweepEvery, 1e9) if x > 0)
+        if interval < 1e9 and self._sweeper is None:
+            self._sweeper = task.LoopingCall(self.sweep)
+            self._sweeper.clock = self.reactor
+            self._sweeper.start(interval, now=False)
+
+    def stopFactory(self) -> None:
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
+
+    def makeFramer(self) -> Any:
+        """A new framer per the settings, or None for unframed connections."""
+        return make_framer(self.settings) if self._framed else None
+
+    def buildProtocol(self, addr: IAddress) -> TrackedProtocol | None:  # type: ignore[override]
+        if len(self.connections) >= self.settings.max_conn or self.draining:
+            self._refuse(addr)
+            return None
+        p = self.protocol()
+        p.factory = self
+        return p
+
+    def _refuse(self, addr: IAddress) -> None:
+        self._refused += 1
+        now = self.seconds()
+        if now - self._refusedLogged >= 1.0:
+            log.warn(
+                "connection from {addr} closed at accept: {count} open, max_conn={limit} "
+                "({refused} refused since the last warning); raise max_conn to accept more",
+                addr=addr, count=len(self.connections), limit=self.settings.max_conn,
+                refused=self._refused,
+            )  # fmt: skip
+            self._refused = 0
+            self._refusedLogged = now
+
+    def register(self, proto: TrackedProtocol, transport: Any) -> None:
+        """Give ``proto`` an id, apply the socket settings and add it to the table."""
+        proto.connId = self._nextId
+        self._nextId += 1
+        proto.connectTime = proto.lastRecvTime = self.seconds()
+        self.connections[proto.connId] = proto
+        if self._sockopts:
+            self._applySocketOptions(transport)
+
+    def unregister(self, proto: TrackedProtocol) -> None:
+        """Remove ``proto`` from the table; fires :meth:`whenEmpty` waiters when it empties."""
+        self.connections.pop(proto.connId, None)
+        if not self.connections and self._emptyWaiters:
+            waiters, self._emptyWaiters = self._emptyWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _applySocketOptions(self, transport: Any) -> None:
+        try:
+            sock = transport.getHandle()
+        except AttributeError:
+            return
+        for level, opt, value in self._sockopts:
+            try:
+                sock.setsockopt(level, opt, value)
+            except OSError as e:
+                if not self._sockoptFailed:
+                    self._sockoptFailed = True
+                    log.warn(
+                        "setsockopt({level}, {opt}, {value}) refused: {error}; carrying on "
+                        "without it (check socket_buffer_size and the tcp_* settings)",
+                        level=level, opt=opt, value=value, error=e.strerror,
+                    )  # fmt: skip
+
+    # -- periodic sweep -----------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Abort connections idle past ``heartbeat_idle_time``; apply protocol timeouts."""
+        now = self.seconds()
+        expired: list[tuple[TrackedProtocol, str]] = []
+        if self._idleTime:
+            deadline = now - self._idleTime
+            expired = [
+                (p, "heartbeat") for p in self.connections.values() if p.lastRecvTime < deadline
+            ]
+        if self.sweepEvery:
+            expired += [(p, "server") for p in self.connections.values() if p.idleExpired(now)]
+        for p, reason in expired:
+            if reason == "heartbeat":
+                log.info(
+                    "connection {connId} idle {idle:.1f}s > heartbeat_idle_time={limit}: closed",
+                    connId=p.connId, idle=now - p.lastRecvTime, limit=self._idleTime,
+                )  # fmt: skip
+            p.abort(reason)
+
+    # -- by-id API ------------------------------------------------------------------------------
+    def exists(self, connId: int) -> bool:
+        """True if connection ``connId`` is open (not closed nor closing)."""
+        p = self.connections.get(connId)
+        return p is not None and not p.closing
+
+    def send(self, connId: int, data: bytes) -> bool:
+        """Send ``data`` to connection ``connId``; False (logged at NOTICE) if it is gone."""
+        p = self.connections.get(connId)
+        if p is None or not hasattr(p, "send"):
+            log.notice("send to unknown connection {connId} dropped", connId=connId)
+            return False
+        return bool(p.send(data))
+
+    def close(self, connId: int, reset: bool = False) -> bool:
+        """Close connection ``connId`` (flushing output, or RST with ``reset``); False if gone."""
+        p = self.connections.get(connId)
+        if p is None:
+            log.notice("close of unknown connection {connId}", connId=connId)
+            return False
+        return p.close(reset=reset)
+
+    def getClientInfo(self, connId: int) -> ClientInfo | None:
+        """Address, times and byte counts of connection ``connId``, or None if unknown."""
+        p = self.connections.get(connId)
+        if p is None:
+            return None
+        peer = p.transport.getPeer()
+        return ClientInfo(
+            connId, getattr(peer, "host", str(peer)), getattr(peer, "port", 0),
+            p.connectTime, p.lastRecvTime, p.bytesIn, p.bytesOut,
+        )  # fmt: skip
+
+    def listConnections(self) -> list[int]:
+        """The ids of the open connections, oldest first."""
+        return list(self.connections)
+
+    # -- draining (reload, shutdown) ----------------------------------------------------------
+    def whenEmpty(self) -> Deferred[None]:
+        """A Deferred that fires once the table holds no connection."""
+        if not self.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._emptyWaiters.append(d)
+        return d
+
+    def startDraining(self) -> None:
+        """Refuse new connections and tell every connection the worker is draining."""
+        self.draining = True
+        for p in list(self.connections.values()):
+            p.drainRequested()
+
+    def closeAll(self, reason: str, reset: bool = True) -> None:
+        """Close every connection with ``reason`` (RST unless ``reset`` is False)."""
+        for p in list(self.connections.values()):
+            if reset:
+                p.abort(reason)
+            elif not p.closing:
+                p.close(reason=reason)

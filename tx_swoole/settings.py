@@ -1,0 +1,144 @@
+"""Swoole-named server settings: types, defaults, ranges and validation.
+
+Every setting has Swoole's name and, unless noted, Swoole's default.  :func:`make_settings`
+validates a mapping once (the ``[settings]`` table of a config file, or keyword arguments) and
+returns an immutable :class:`Settings`; an unknown key, a wrong type or a value out of range is
+a :class:`~tx_swoole.errors.ConfigError` naming the key, the value, what is allowed and, for
+typos, the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tx_swoole.errors import ConfigError
+
+_MAX_INT = 2**31 - 1
+LENGTH_TYPES = ("c", "C", "s", "S", "n", "N", "l", "L", "v", "V", "q", "Q", "J", "P")
+LOG_LEVELS = ("debug", "trace", "info", "notice", "warning", "error")
+
+
+def _meta(lo: float | None = None, hi: float | None = None, choices: tuple[str, ...] = ()) -> Any:
+    return {"lo": lo, "hi": hi, "choices": choices}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated server settings (Swoole's names).  Build with :func:`make_settings`."""
+
+    # Processes.  Swoole defaults worker_num to the CPU count; 0 runs the app in-process.
+    worker_num: int = field(default=os.cpu_count() or 1, metadata=_meta(0, 1024))
+    max_request: int = field(default=0, metadata=_meta(0, _MAX_INT))
+    # None = Swoole's default: max_request // 2 when max_request > 10, else 0.
+    max_request_grace: int | None = field(default=None, metadata=_meta(0, _MAX_INT))
+    max_wait_time: float = field(default=3.0, metadata=_meta(0.01, 3600))
+    reload_async: bool = True
+    # Heartbeat (Swoole: idle time defaults to 2 x interval; idle alone enables check at idle/2).
+    heartbeat_check_interval: float = field(default=0.0, metadata=_meta(0, 86400))
+    heartbeat_idle_time: float = field(default=0.0, metadata=_meta(0, 86400 * 7))
+    # TCP keepalive, off by default as in Swoole; Linux defaults when on.
+    open_tcp_keepalive: bool = False
+    tcp_keepidle: int = field(default=3600, metadata=_meta(1, 32767))
+    tcp_keepinterval: int = field(default=60, metadata=_meta(1, 32767))
+    tcp_keepcount: int = field(default=5, metadata=_meta(1, 127))
+    tcp_user_timeout: int = field(default=0, metadata=_meta(0, _MAX_INT))
+    # Framing for TCP message protocols.
+    open_eof_split: bool = False
+    package_eof: str = "\r\n"
+    open_length_check: bool = False
+    package_length_type: str = field(default="N", metadata=_meta(choices=LENGTH_TYPES))
+    package_length_offset: int = field(default=0, metadata=_meta(0, 65535))
+    package_body_offset: int = field(default=4, metadata=_meta(0, 65535))
+    # Swoole: 2 MiB; max framed message (tcp) / max request body (http).
+    package_max_length: int = field(default=2 * 1024 * 1024, metadata=_meta(64, 2**40))
+    # HTTP.  8 KiB like nginx's large_client_header_buffers and Swoole's http_header buffer.
+    http_header_max_length: int = field(default=8192, metadata=_meta(256, 1024 * 1024))
+    # Seconds an idle keep-alive connection is kept (nginx keepalive_timeout is 75 s).
+    http_keepalive_timeout: float = field(default=60.0, metadata=_meta(0, 86400))
+    # Seconds a client may take to send a whole request head (nginx client_header_timeout).
+    http_header_timeout: float = field(default=30.0, metadata=_meta(0, 86400))
+    # Connections and buffers.  Swoole: 8 MiB output buffer per connection.
+    buffer_output_size: int = field(default=8 * 1024 * 1024, metadata=_meta(1024, 2**40))
+    max_conn: int = field(default=10000, metadata=_meta(1, 1_000_000))
+    socket_buffer_size: int = field(default=0, metadata=_meta(0, _MAX_INT))
+    backlog: int = field(default=511, metadata=_meta(1, 65535))
+    log_level: str = field(default="info", metadata=_meta(choices=LOG_LEVELS))
+
+    @property
+    def heartbeat(self) -> tuple[float, float]:
+        """``(check_interval, idle_time)`` as Swoole derives them; ``(0, 0)`` when off."""
+        interval, idle = self.heartbeat_check_interval, self.heartbeat_idle_time
+        if interval and not idle:
+            idle = 2 * interval
+        elif idle and not interval:
+            interval = idle / 2
+        return interval, idle
+
+    @property
+    def request_grace(self) -> int:
+        """``max_request_grace`` with Swoole's default applied."""
+        if self.max_request_grace is not None:
+            return self.max_request_grace
+        return self.max_request // 2 if self.max_request > 10 else 0
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def closest(name: str, valid: Any) -> str:
+    """A ``"; did you mean X?"`` suffix for the closest of ``valid``, or ``""``."""
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def _check_type(name: str, value: Any, annotation: str) -> Any:
+    kind = annotation.replace(" | None", "")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind == "str" and isinstance(value, str):
+        return value
+    raise ConfigError(f"setting {name} = {value!r}: expected {kind}, got {type(value).__name__}")
+
+
+def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
+    choices = meta.get("choices") or ()
+    if choices and value not in choices:
+        raise ConfigError(f"setting {name} = {value!r}: allowed values are {', '.join(choices)}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and hi is not None and not lo <= value <= hi:
+        raise ConfigError(f"setting {name} = {value!r}: allowed range is {lo} to {hi}")
+
+
+def make_settings(values: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:
+    """Validate ``values`` (and keyword ``overrides``) into a :class:`Settings`.
+
+    Raises :class:`~tx_swoole.errors.ConfigError` for an unknown key, a wrong type or a value
+    out of range, naming the key, the value and what is allowed.
+    """
+    merged = {**(values or {}), **overrides}
+    clean: dict[str, Any] = {}
+    for name, value in merged.items():
+        spec = FIELDS.get(name)
+        if spec is None:
+            raise ConfigError(f"unknown setting {name!r}{closest(name, FIELDS)}")
+        value = _check_type(name, value, str(spec.type))
+        _check_range(name, value, spec.metadata)
+        clean[name] = value
+    if clean.get("package_eof") == "":
+        raise ConfigError("setting package_eof = '': must not be empty")
+    settings = Settings(**clean)
+    if settings.open_eof_split and settings.open_length_check:
+        raise ConfigError("settings open_eof_split and open_length_check: choose one framing")
+    return settings

@@ -1,0 +1,91 @@
+"""``twistd swoole``: command-line options and the service tree.
+
+``twistd -n swoole -c FILE`` reads and validates the config file in ``postOptions`` (a bad file
+is a usage error: twistd exits non-zero before anything binds).  With ``worker_num = 0`` the
+app runs inside the twistd process; otherwise the twistd process is the master of
+``worker_num`` worker processes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from tx_swoole._log import SwooleLogger
+from tx_swoole.config import ServerConfig, load_config
+from tx_swoole.errors import ConfigError
+
+log = SwooleLogger("tx_swoole.tap")
+BOOT_ERROR_EXIT = 3  # like gunicorn's WORKER_BOOT_ERROR: the app cannot start
+
+
+class Options(usage.Options):
+    """Options of ``twistd swoole``."""
+
+    synopsis = "[twistd options] swoole -c CONFIG.toml"
+    longdesc = (
+        "Run a tx_swoole server described by a TOML config file ([server], [settings], "
+        "[events]). Signals to the master: USR1 reloads the workers gracefully, TERM or INT "
+        "shuts down gracefully. See also: python -m tx_swoole status|reload|stop --pidfile FILE."
+    )
+    optParameters = [
+        ["config", "c", None, "Path of the TOML config file (required)."],
+    ]
+
+    def postOptions(self) -> None:
+        path = self["config"]
+        if not path:
+            raise usage.UsageError("missing -c/--config FILE: the TOML config file to serve")
+        try:
+            self["server_config"] = load_config(path)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def exit_after_shutdown(code: int) -> None:
+    """Make the process exit with ``code`` once twistd has cleaned up (pid file removed)."""
+
+    def _exit() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    atexit.register(_exit)
+
+
+class InProcessServer(MultiService):
+    """``worker_num = 0``: the app served by the twistd process itself."""
+
+    def __init__(self, config: ServerConfig, reactor: Any = None) -> None:
+        from tx_swoole.process.worker import AppService
+
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.app = AppService(config, reactor=reactor)
+        self.app.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()
+        self.app.ready.addErrback(self._bootFailed)
+
+    def _bootFailed(self, failure: Any) -> None:
+        log.failure("the app cannot start; exiting", failure)
+        exit_after_shutdown(BOOT_ERROR_EXIT)
+        self.reactor.stop()
+
+
+def makeService(options: Options) -> IService:
+    """The service tree for the options: in-process server or master."""
+    config: ServerConfig = options["server_config"]
+    if config.settings.worker_num == 0:
+        return InProcessServer(config)
+    from tx_swoole.process.master import MasterService
+
+    return MasterService(config, pidfile=options.parent["pidfile"] if options.parent else None)

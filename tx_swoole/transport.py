@@ -1,0 +1,122 @@
+"""A TCP server transport that writes through, shared by all our servers.
+
+Twisted's ``transport.write`` always buffers and waits for the next reactor turn, toggling
+epoll registration for every write.  :class:`WriteThroughServer` sends at once when nothing is
+buffered; on a partial send or ``EAGAIN`` the rest goes through Twisted's ordinary buffer, so
+order, producers and disconnect semantics stay Twisted's.  A send error (``EPIPE``,
+``ECONNRESET``) is not raised: the bytes are buffered and the reactor's next write attempt
+reports the loss through ``connectionLost`` as usual.
+
+:func:`listen_tcp` and :func:`adopt_stream_port` are ``reactor.listenTCP`` and
+``reactor.adoptStreamPort`` with this transport.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.protocol import ServerFactory
+
+_RETRY = (BlockingIOError, InterruptedError)
+
+
+class WriteThroughServer(tcp.Server):
+    """A ``tcp.Server`` whose ``write`` sends immediately when its buffer is empty.
+
+    Resource handling: identical to ``tcp.Server``; only the first attempt to send moves from the
+    reactor's next turn to the ``write`` call.
+
+    Error handling: ``write`` never raises for network errors; a failed immediate send falls
+    back to the buffer and the reactor reports the loss.
+    """
+
+    def write(self, data: bytes) -> None:
+        if (
+            self._tempDataLen
+            or self.dataBuffer
+            or self.disconnecting
+            or not self.connected
+            or self._writeDisconnected
+            or self.TLS
+            or not data
+            or type(data) is not bytes
+        ):
+            return super().write(data)
+        try:
+            sent = self.socket.send(data)
+        except _RETRY:
+            sent = 0
+        except OSError:
+            sent = 0  # the buffered retry in doWrite reports the loss as connectionLost
+        if sent < len(data):
+            super().write(data[sent:])
+
+    def writeSequence(self, iovec: Any) -> None:
+        self.write(b"".join(iovec))
+
+    def pendingBytes(self) -> int:
+        """Bytes accepted by ``write`` but not yet handed to the kernel."""
+        return len(self.dataBuffer) - self.offset + self._tempDataLen
+
+
+class WriteThroughPort(tcp.Port):
+    """A listening port whose accepted connections use :class:`WriteThroughServer`.
+
+    ``maxAccepts`` caps how many connections one readiness event accepts (Twisted grows it
+    without bound); a small cap lets workers sharing a socket divide new connections evenly.
+    """
+
+    transport = WriteThroughServer
+    maxAccepts = 0  # 0: Twisted's own policy
+
+    def doRead(self) -> None:
+        if self.maxAccepts:
+            self.numberAccepts = min(self.numberAccepts, self.maxAccepts)
+        super().doRead()
+        if self.maxAccepts:
+            self.numberAccepts = min(self.numberAccepts, self.maxAccepts)
+
+
+def _reactor(reactor: Any) -> Any:
+    if reactor is None:
+        from twisted.internet import reactor as default
+
+        return default
+    return reactor
+
+
+def listen_tcp(
+    port: int,
+    factory: ServerFactory,
+    backlog: int = 511,
+    interface: str = "",
+    *,
+    reactor: IReactorTCP | None = None,
+) -> WriteThroughPort:
+    """Like ``reactor.listenTCP`` but with the write-through transport."""
+    p = WriteThroughPort(port, factory, backlog, interface, _reactor(reactor))
+    p.startListening()
+    return p
+
+
+def adopt_stream_port(
+    fd: int,
+    factory: ServerFactory,
+    family: int = socket.AF_INET,
+    *,
+    max_accepts: int = 0,
+    reactor: Any = None,
+) -> WriteThroughPort:
+    """Like ``reactor.adoptStreamPort``: serve an already listening socket ``fd``.
+
+    The descriptor is duplicated; the caller still owns ``fd``.
+    """
+    p: WriteThroughPort = WriteThroughPort._fromListeningDescriptor(
+        _reactor(reactor), fd, family, factory
+    )
+    p.maxAccepts = max_accepts
+    p.startListening()
+    return p
