@@ -112,13 +112,13 @@ def _check_type(name: str, value: Any, annotation: str) -> Any:
     raise ConfigError(f"setting {name} = {value!r}: expected {kind}, got {type(value).__name__}")
 
 
-def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
+def _check_range(name: str, value: Any, meta: Mapping[str, Any], raw: Any) -> None:
     choices = meta.get("choices") or ()
     if choices and value not in choices:
-        raise ConfigError(f"setting {name} = {value!r}: allowed values are {', '.join(choices)}")
+        raise ConfigError(f"setting {name} = {raw!r}: allowed values are {', '.join(choices)}")
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and hi is not None and not lo <= value <= hi:
-        raise ConfigError(f"setting {name} = {value!r}: allowed range is {lo} to {hi}")
+        raise ConfigError(f"setting {name} = {raw!r}: allowed range is {lo} to {hi}")
 
 
 def make_settings(values: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:
@@ -133,9 +133,8 @@ def make_settings(values: Mapping[str, Any] | None = None, **overrides: Any) -> 
         spec = FIELDS.get(name)
         if spec is None:
             raise ConfigError(f"unknown setting {name!r}{closest(name, FIELDS)}")
-        value = _check_type(name, value, str(spec.type))
-        _check_range(name, value, spec.metadata)
-        clean[name] = value
+        clean[name] = _check_type(name, value, str(spec.type))
+        _check_range(name, clean[name], spec.metadata, value)
     if clean.get("package_eof") == "":
         raise ConfigError("setting package_eof = '': must not be empty")
     settings = Settings(**clean)

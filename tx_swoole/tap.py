@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService, MultiService
@@ -58,6 +60,35 @@ def exit_after_shutdown(code: int) -> None:
     atexit.register(_exit)
 
 
+def install_signals(reactor: Any, handlers: dict[int, Callable[[], Any]]) -> None:
+    """Route signals to ``handlers`` (run in the reactor thread); ignore SIGPIPE.
+
+    TERM and INT stop the reactor gracefully and the process exits 0, instead of twistd's
+    re-raising of the signal at exit.  Call once the reactor runs (it installs its own first).
+    """
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    for sig, handler in handlers.items():
+        signal.signal(sig, _deliver(reactor, handler))
+
+
+def _deliver(reactor: Any, handler: Callable[[], Any]) -> Callable[[int, Any], None]:
+    def on_signal(_sig: int, _frame: Any) -> None:
+        reactor.callFromThread(handler)
+
+    return on_signal
+
+
+def shutdown_handlers(reactor: Any) -> dict[int, Callable[[], Any]]:
+    """TERM and INT: graceful shutdown through ``reactor.stop`` (services drain first)."""
+
+    def stop() -> None:
+        if reactor.running:
+            log.info("shutdown requested: draining")
+            reactor.stop()
+
+    return {signal.SIGTERM: stop, signal.SIGINT: stop}
+
+
 class InProcessServer(MultiService):
     """``worker_num = 0``: the app served by the twistd process itself."""
 
@@ -74,11 +105,12 @@ class InProcessServer(MultiService):
     def startService(self) -> None:
         super().startService()
         self.app.ready.addErrback(self._bootFailed)
+        self.reactor.callWhenRunning(install_signals, self.reactor, shutdown_handlers(self.reactor))
 
     def _bootFailed(self, failure: Any) -> None:
         log.failure("the app cannot start; exiting", failure)
         exit_after_shutdown(BOOT_ERROR_EXIT)
-        self.reactor.stop()
+        self.reactor.callWhenRunning(self.reactor.stop)
 
 
 def makeService(options: Options) -> IService:
@@ -88,4 +120,7 @@ def makeService(options: Options) -> IService:
         return InProcessServer(config)
     from tx_swoole.process.master import MasterService
 
-    return MasterService(config, pidfile=options.parent["pidfile"] if options.parent else None)
+    master: IService = MasterService(
+        config, pidfile=options.parent["pidfile"] if options.parent else None
+    )
+    return master

@@ -44,7 +44,8 @@ class WriteThroughServer(tcp.Server):
             or not data
             or type(data) is not bytes
         ):
-            return super().write(data)
+            super().write(data)
+            return
         try:
             sent = self.socket.send(data)
         except _RETRY:

@@ -41,7 +41,8 @@ def make_factory(config: ServerConfig, app: Any, *, reactor: Any = None) -> Conn
 
     if not callable(app):
         raise TypeError(f"[server] app = {config.app!r} must be callable(request, response)")
-    return HTTPFactory(app, config.settings, reactor=reactor)
+    factory: ConnectionTable = HTTPFactory(app, config.settings, reactor=reactor)
+    return factory
 
 
 async def call_hook(hook: Any, *args: Any) -> None:

@@ -259,7 +259,7 @@ class ConnectionTable(ServerFactory):
     """
 
     noisy = False
-    protocol: ClassVar[type[TrackedProtocol]] = TCPProtocol  # type: ignore[assignment,misc]
+    protocol: ClassVar[type[TrackedProtocol]] = TCPProtocol  # type: ignore[misc]
     sweepEvery: ClassVar[float] = 0.0  # a subclass's own periodic need (HTTP timeouts)
 
     def __init__(
@@ -359,9 +359,9 @@ class ConnectionTable(ServerFactory):
                 if not self._sockoptFailed:
                     self._sockoptFailed = True
                     log.warn(
-                        "setsockopt({level}, {opt}, {value}) refused: {error}; carrying on "
+                        "setsockopt({sol}, {opt}, {value}) refused: {error}; carrying on "
                         "without it (check socket_buffer_size and the tcp_* settings)",
-                        level=level, opt=opt, value=value, error=e.strerror,
+                        sol=level, opt=opt, value=value, error=e.strerror,
                     )  # fmt: skip
 
     # -- periodic sweep -----------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""Helpers shared by the tests: real twistd processes and fake transports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.testing import StringTransport
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+_LISTEN = re.compile(rb"serving \w+ app \S+ on ([\d.]+):(\d+)")
+
+
+def write_config(
+    tmp: Path,
+    server: dict[str, Any],
+    settings: dict[str, Any] | None = None,
+    events: dict[str, str] | None = None,
+    name: str = "server.toml",
+) -> Path:
+    """Write a TOML config file with the given tables and return its path."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return repr(v)
+
+    lines = []
+    for title, table in (("server", server), ("settings", settings), ("events", events)):
+        if table:
+            lines.append(f"[{title}]")
+            lines += [f"{k} = {value(v)}" for k, v in table.items()]
+    path = tmp / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Twistd:
+    """A real ``twistd -n swoole -c CONFIG`` process; its output is collected in ``output``."""
+
+    def __init__(self, config: Path, *args: str, cwd: Path | None = None) -> None:
+        if "--pidfile" not in " ".join(args):
+            args = ("--pidfile=", *args)
+        self.output = bytearray()
+        self.proc = subprocess.Popen(
+            [*TWISTD, *args, "-n", "swoole", "-c", str(config)],
+            cwd=str(cwd or config.parent),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in iter(self.proc.stdout.readline, b""):
+            self.output += line
+
+    def wait_for(self, pattern: bytes, timeout: float = 15.0, count: int = 1) -> list[Any]:
+        """Wait until ``pattern`` (a regex) has matched ``count`` times in the output."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = list(re.finditer(pattern, bytes(self.output)))
+            if len(found) >= count:
+                return found
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(
+            f"{pattern!r} not seen; output:\n{self.output.decode(errors='replace')}"
+        )
+
+    def port(self, timeout: float = 15.0) -> int:
+        """The port the server logged it is serving on."""
+        return int(self.wait_for(_LISTEN.pattern, timeout)[0].group(2))
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait; kill the whole group if it will not go. Returns the exit code."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            code = self.proc.wait()
+        self._reader.join(5)
+        return code
+
+    def __enter__(self) -> Twistd:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+
+
+class FakeSocket:
+    """Records setsockopt calls, like the socket behind a real transport."""
+
+    def __init__(self) -> None:
+        self.options: dict[tuple[int, int], Any] = {}
+
+    def setsockopt(self, level: int, opt: int, value: Any) -> None:
+        self.options[(level, opt)] = value
+
+
+class SocketStringTransport(StringTransport):
+    """A StringTransport with a handle and Twisted's abortConnection semantics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handle = FakeSocket()
+        self.aborted = False
+
+    def getHandle(self) -> FakeSocket:
+        return self.handle
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        self.loseConnection()

@@ -1,0 +1,163 @@
+"""The write-through transport over real loopback sockets: order, buffering, errors, producers."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from zope.interface import implementer
+
+from tx_swoole.transport import WriteThroughServer, listen_tcp
+
+pytestmark = pytest.mark.integration
+
+
+class ServerSide(Protocol):
+    def connectionMade(self) -> None:
+        self.factory.connected.callback(self)  # type: ignore[attr-defined]
+        self.lost: defer.Deferred[Any] = defer.Deferred()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.callback([reason])
+
+
+class ClientSide(Protocol):
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+        self.made: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.made.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any) -> None:
+        self.done.callback(bytes(self.received))
+
+
+async def pair(write_through: bool = True) -> tuple[ServerSide, ClientSide, Any]:
+    factory = Factory.forProtocol(ServerSide)
+    factory.connected = defer.Deferred()  # type: ignore[attr-defined]
+    if write_through:
+        port = listen_tcp(0, factory, interface="127.0.0.1")
+    else:
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    client = ClientSide()
+    cf = ClientFactory.forProtocol(lambda: client)
+    reactor.connectTCP("127.0.0.1", port.getHost().port, cf)  # type: ignore[attr-defined]
+    server = await factory.connected  # type: ignore[attr-defined]
+    await client.made
+    return server, client, port
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("condition not reached")
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_write_goes_to_kernel_at_once() -> None:
+    """A write with nothing buffered is sent inside write(): no buffer, no epoll registration."""
+    server, client, port = await pair()
+    t = server.transport
+    assert isinstance(t, WriteThroughServer)
+    t.write(b"hello")
+    assert t.pendingBytes() == 0 and t not in reactor.getWriters()  # type: ignore[attr-defined]
+    await until(lambda: client.received == b"hello")
+    await port.stopListening()
+    t.loseConnection()
+    await client.done
+
+
+@pytest_twisted.ensureDeferred
+async def test_partial_send_buffers_rest_and_keeps_order() -> None:
+    """A large write the kernel only partly takes is finished from the buffer, in order."""
+    server, client, port = await pair()
+    t = server.transport
+    t.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.transport.pauseProducing()
+    big = bytes(range(256)) * 8192  # 2 MiB
+    t.write(big)
+    assert 0 < t.pendingBytes() < len(big)
+    t.write(b"TAIL")  # must come after everything buffered
+    t.writeSequence([b"-", b"END"])
+    client.transport.resumeProducing()
+    t.loseConnection()
+    assert await client.done == big + b"TAIL-END"
+    await port.stopListening()
+
+
+@pytest.mark.parametrize("write_through", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_writes_after_lose_connection_match_twisted(write_through: bool) -> None:
+    """Writes after loseConnection behave exactly as with Twisted's own transport."""
+    server, client, port = await pair(write_through)
+    server.transport.write(b"a")
+    server.transport.loseConnection()
+    server.transport.write(b"b")
+    assert await client.done == b"ab"
+    await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_to_reset_peer_is_an_ordinary_disconnect() -> None:
+    """After the peer resets, write() does not raise; connectionLost reports the loss."""
+    server, client, port = await pair()
+    client.transport.getHandle().setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    )
+    client.transport.abortConnection()
+    await client.done
+    for _ in range(50):  # EPIPE / ECONNRESET surface on one of these sends
+        server.transport.write(b"x" * 1000)
+        await task.deferLater(reactor, 0.001, lambda: None)
+    [reason] = await server.lost
+    assert reason.check(ConnectionDone, ConnectionLost)
+    await port.stopListening()
+
+
+@implementer(IPushProducer)
+class CountingProducer:
+    def __init__(self) -> None:
+        self.paused = 0
+        self.resumed = 0
+
+    def pauseProducing(self) -> None:
+        self.paused += 1
+
+    def resumeProducing(self) -> None:
+        self.resumed += 1
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_streaming_producer_paused_and_resumed() -> None:
+    """A registered push producer is paused when the buffer fills and resumed once drained."""
+    server, client, port = await pair()
+    t = server.transport
+    t.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    producer = CountingProducer()
+    t.registerProducer(producer, True)
+    client.transport.pauseProducing()
+    t.write(b"y" * (4 * 1024 * 1024))
+    assert producer.paused == 1 and producer.resumed == 0
+    client.transport.resumeProducing()
+    await until(lambda: len(client.received) == 4 * 1024 * 1024)
+    assert producer.resumed == 1
+    t.unregisterProducer()
+    t.loseConnection()
+    await client.done
+    await port.stopListening()
