@@ -133,3 +133,12 @@ class SocketStringTransport(StringTransport):
     def abortConnection(self) -> None:
         self.aborted = True
         self.loseConnection()
+
+
+class HalfCloseTransport(SocketStringTransport):
+    """Also records half-closes (``loseWriteConnection``), as the lingering close uses."""
+
+    writeClosed = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True

@@ -42,7 +42,7 @@ from tx_swoole.settings import Settings, make_settings
 log = SwooleLogger("tx_swoole.tcp")
 
 REASONS = ("heartbeat", "peer", "server", "reload", "limit", "error")
-_DONE = Failure(ConnectionDone())
+CONNECTION_DONE = Failure(ConnectionDone())
 _LINGER_RST = struct.pack("ii", 1, 0)
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 
@@ -117,7 +117,7 @@ class TrackedProtocol(Protocol):
         self.server.register(self, transport)
         super().makeConnection(transport)
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         self.connected = 0
         closeReason = self._closeReason or "peer"
         self._closeReason = closeReason

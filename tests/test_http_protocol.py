@@ -1,0 +1,321 @@
+"""The HTTP protocol over StringTransport with task.Clock: what clients and handlers see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+
+from tx_swoole.protocols.http import HTTPFactory, HTTPProtocol, Request, Response
+
+from .support import HalfCloseTransport
+
+ADDR = IPv4Address("TCP", "127.0.0.1", 40001)
+
+
+def serve(handler: Any, settings: dict[str, Any] | None = None, clock: task.Clock | None = None):
+    clock = clock or task.Clock()
+    factory = HTTPFactory(handler, settings or {}, reactor=clock)
+    factory.startFactory()
+    proto = factory.buildProtocol(ADDR)
+    assert isinstance(proto, HTTPProtocol)
+    transport = HalfCloseTransport()
+    proto.makeConnection(transport)
+    return factory, proto, transport, clock
+
+
+def responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Split the bytes written into (status, headers, body) of Content-Length responses."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(": ")
+            headers[k.lower()] = v
+        n = int(headers.get("content-length", "0"))
+        out.append((int(lines[0].split()[1]), headers, rest[:n]))
+        raw = rest[n:]
+    return out
+
+
+def hello(request: Request, response: Response) -> None:
+    response.header("X-Path", request.path)
+    response.end(b"hi " + request.body)
+
+
+def test_sync_handler_keep_alive_and_default_headers() -> None:
+    """A plain handler answers with Server, Date, Content-Type and Content-Length; the
+    connection stays open for the next request."""
+    factory, proto, t, _ = serve(hello)
+    proto.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    [(status, headers, body)] = responses(t.value())
+    assert (status, body) == (200, b"hi ")
+    assert headers["server"] == "tx_swoole" and headers["content-type"] == "text/html"
+    assert headers["x-path"] == "/a" and "date" in headers and "connection" not in headers
+    assert not t.disconnecting and factory.requestCount == 1
+
+
+def test_request_api() -> None:
+    """The handler sees method, path, query args, headers (repeated kept), cookies, form."""
+    seen: dict[str, Any] = {}
+
+    def handler(request: Request, response: Response) -> None:
+        seen.update(
+            method=request.method, path=request.path, args=request.args, a=request.arg("a"),
+            accept=request.headers.get_all("Accept"), host=request.headers["HOST"],
+            cookies=request.cookies, form=request.form, version=request.version,
+            remote=request.remote_addr, query=request.query_string,
+        )  # fmt: skip
+        response.end()
+
+    _, proto, _, _ = serve(handler)
+    body = b"x=1&y=&x=2"
+    proto.dataReceived(
+        b"POST /p%%20q?a=1&a=2&b= HTTP/1.1\r\nHost: h\r\nAccept: a\r\nAccept: b\r\n"
+        b"Cookie: s=1; t=2\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert seen == {
+        "method": "POST", "path": "/p%20q", "args": {"a": ["1", "2"], "b": [""]}, "a": "1",
+        "accept": ["a", "b"], "host": "h", "cookies": {"s": "1", "t": "2"},
+        "form": {"x": ["1", "2"], "y": [""]}, "version": "1.1", "remote": ("192.168.1.1", 54321),
+        "query": "a=1&a=2&b=",
+    }  # fmt: skip
+
+
+def test_response_api_status_repeated_headers_cookies_redirect() -> None:
+    """Status, repeated headers, cookies and redirects reach the client."""
+
+    def handler(request: Request, response: Response) -> None:
+        if request.path == "/go":
+            response.redirect("/there", 301)
+            return
+        response.status(201)
+        response.header("X-Many", "1")
+        response.header("X-Many", "2")
+        response.header("Content-Type", "text/plain")
+        response.cookie("sid", "a b", max_age=60, httponly=True)
+        response.end("créé")
+
+    _, proto, t, _ = serve(handler)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n\r\nGET /go HTTP/1.1\r\n\r\n")
+    raw = t.value()
+    first = raw.split(b"\r\n\r\n")[0]
+    assert b"X-Many: 1\r\nX-Many: 2\r\n" in first and first.count(b"Content-Type") == 1
+    assert b"Set-Cookie: sid=a%20b; Max-Age=60; Path=/; HttpOnly\r\n" in raw
+    [(s1, _, b1), (s2, h2, _)] = responses(raw)
+    assert (s1, b1.decode()) == (201, "créé") and (s2, h2["location"]) == (301, "/there")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("X-A", "v\r\nSet-Cookie: evil=1"), ("X-B\r\nEvil", "v"), ("X", "a\0b")]
+)
+def test_header_injection_refused_with_500(name: str, value: str) -> None:
+    """Header names/values with CR, LF or NUL raise in the handler → 500, nothing injected."""
+
+    def handler(request: Request, response: Response) -> None:
+        response.header(name, value)
+        response.end()
+
+    _, proto, t, _ = serve(handler)
+    with capturedLogs():
+        proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    [(status, _, _)] = responses(t.value())
+    assert status == 500 and b"evil" not in t.value().lower()
+
+
+def test_handler_exception_gives_500_and_connection_lives() -> None:
+    """A handler exception → 500, logged with traceback; the next request is served."""
+    calls = []
+
+    def handler(request: Request, response: Response) -> None:
+        calls.append(request.path)
+        if request.path == "/boom":
+            raise RuntimeError("bug")
+        response.end("fine")
+
+    _, proto, t, _ = serve(handler)
+    with capturedLogs() as events:
+        proto.dataReceived(b"GET /boom HTTP/1.1\r\n\r\nGET /ok HTTP/1.1\r\n\r\n")
+    assert [r[0] for r in responses(t.value())] == [500, 200]
+    assert any(e.get("log_failure") for e in events) and calls == ["/boom", "/ok"]
+
+
+def test_async_handlers_pipelined_answer_in_order() -> None:
+    """Pipelined requests are answered in order even when later ones finish first."""
+    pending: dict[str, defer.Deferred[None]] = {}
+
+    async def handler(request: Request, response: Response) -> None:
+        d: defer.Deferred[None] = defer.Deferred()
+        pending[request.path] = d
+        await d
+        response.end(request.path + ":" + request.body.decode())
+
+    _, proto, t, _ = serve(handler)
+    proto.dataReceived(
+        b"POST /1 HTTP/1.1\r\nContent-Length: 1\r\n\r\na"
+        b"POST /2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\n"
+        b"GET /3 HTTP/1.1\r\n\r\n"
+    )
+    assert list(pending) == ["/1"]  # one at a time, in order
+    pending["/1"].callback(None)
+    assert list(pending) == ["/1", "/2"]
+    pending["/2"].callback(None)
+    pending["/3"].callback(None)
+    assert [r[2] for r in responses(t.value())] == [b"/1:a", b"/2:b", b"/3:"]
+
+
+def test_async_handler_failure_is_500() -> None:
+    """An async handler that raises gives 500."""
+
+    async def handler(request: Request, response: Response) -> None:
+        raise ValueError("async bug")
+
+    _, proto, t, _ = serve(handler)
+    with capturedLogs():
+        proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    assert responses(t.value())[0][0] == 500
+
+
+def test_http10_keep_alive_answered_in_kind() -> None:
+    """HTTP/1.0 with Connection: keep-alive gets Connection: keep-alive and stays open."""
+    _, proto, t, _ = serve(hello)
+    proto.dataReceived(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert responses(t.value())[0][1]["connection"] == "keep-alive" and not t.writeClosed
+    t.clear()
+    proto.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+    assert responses(t.value())[0][1]["connection"] == "close" and t.writeClosed
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"POST / HTTP/1.1\r\nContent-Length: 2000000000\r\n\r\n", 413),
+        (b"BAD REQUEST LINE\r\n\r\n", 400),
+    ],
+)
+def test_refused_requests_status_close_warning_and_nothing_reaches_handler(
+    raw: bytes, status: int
+) -> None:
+    """431/413/400 come with Connection: close, a short body and a WARNING with the numbers;
+    the handler never runs; the connection half-closes and drains (lingering close)."""
+    calls = []
+    _, proto, t, clock = serve(lambda q, r: calls.append(q))
+    with capturedLogs() as events:
+        proto.dataReceived(raw)
+    [(got, headers, body)] = responses(t.value())
+    assert (got, headers["connection"]) == (status, "close") and body.startswith(b"%d" % status)
+    assert calls == [] and t.writeClosed and not t.disconnecting
+    warning = [e for e in events if e["log_level"].name == "warn"][0]
+    assert warning["status"] == status
+    proto.dataReceived(b"x" * 10000)  # the client keeps sending: drained, not answered
+    assert len(responses(t.value())) == 1
+    clock.advance(2.1)  # lingering ends
+    assert t.disconnecting
+
+
+def test_413_sent_before_body_and_100_continue_only_within_limits() -> None:
+    """Expect: 100-continue is answered only when the declared body is acceptable."""
+    _, proto, t, _ = serve(hello, {"package_max_length": 100})
+    proto.dataReceived(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    assert t.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    proto.dataReceived(b"hello")
+    assert responses(t.value().split(b"\r\n\r\n", 1)[1])[0][2] == b"hi hello"
+    _, proto, t, _ = serve(hello, {"package_max_length": 100})
+    proto.dataReceived(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 101\r\n\r\n")
+    assert t.value().startswith(b"HTTP/1.1 413 ")
+
+
+def test_chunked_streaming_and_head() -> None:
+    """write() streams a chunked body; HEAD gets headers and no body."""
+
+    def handler(request: Request, response: Response) -> None:
+        response.write("ab")
+        response.write(b"")
+        response.write(b"cde")
+        response.end()
+
+    _, proto, t, _ = serve(handler)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    assert t.value().endswith(b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n")
+    _, proto, t, _ = serve(hello)
+    proto.dataReceived(b"HEAD / HTTP/1.1\r\n\r\n")
+    assert t.value().endswith(b"Content-Length: 3\r\n\r\n")
+
+
+def test_idle_keepalive_timeout_and_header_timeout() -> None:
+    """Idle keep-alive connections close after http_keepalive_timeout; a head not complete
+    within http_header_timeout gets 408."""
+    settings = {"http_keepalive_timeout": 5, "http_header_timeout": 3}
+    _, proto, t, clock = serve(hello, settings)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    clock.advance(5)
+    assert not t.disconnecting
+    clock.advance(1)
+    assert t.disconnecting
+    _, proto, t, clock = serve(hello, settings)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost:")
+    clock.advance(3)
+    assert t.value() == b""
+    clock.advance(1)
+    assert t.value().startswith(b"HTTP/1.1 408 ") and t.writeClosed
+
+
+def test_draining_sends_connection_close_and_closes_idle() -> None:
+    """While draining, idle connections close at once; a response in progress carries
+    Connection: close and its connection closes after it."""
+    never: defer.Deferred[None] = defer.Deferred()
+    factory, busy, tb, _ = serve(lambda q, r: never)  # the response stays open
+    busy.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    idle = factory.buildProtocol(ADDR)
+    ti = HalfCloseTransport()
+    idle.makeConnection(ti)
+    factory.startDraining()
+    assert ti.disconnecting and not tb.disconnecting
+    busy._current.end(b"late")  # type: ignore[union-attr]
+    assert responses(tb.value())[0][1]["connection"] == "close" and tb.writeClosed
+
+
+def test_connection_lost_mid_handler_is_quiet() -> None:
+    """A client that leaves while its async handler runs: end() returns False, no error."""
+    result = []
+    d: defer.Deferred[None] = defer.Deferred()
+
+    async def handler(request: Request, response: Response) -> None:
+        await d
+        result.append(response.end("x"))
+
+    _, proto, _, _ = serve(handler)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    proto.connectionLost(Failure(ConnectionDone()))
+    d.callback(None)
+    assert result == [False]
+
+
+def test_sendfile(tmp_path: Any) -> None:
+    """sendfile streams a file with its length and a guessed Content-Type."""
+    path = tmp_path / "page.txt"
+    path.write_bytes(b"file body" * 1000)
+    done = []
+
+    def handler(request: Request, response: Response) -> Any:
+        d = response.sendfile(str(path))
+        d.addCallback(done.append)
+        return d
+
+    _, proto, t, _ = serve(handler)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    t.producer.resumeProducing() if t.producer else None
+    while t.producer is not None:
+        t.producer.resumeProducing()
+    [(status, headers, body)] = responses(t.value())
+    assert (status, headers["content-type"], body) == (200, "text/plain", b"file body" * 1000)
+    assert done == [None]

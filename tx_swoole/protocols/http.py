@@ -1,0 +1,689 @@
+"""HTTP/1.1 server: protocol, factory, Request and Response.
+
+``HTTPFactory(handler, settings)`` serves ``handler(request, response)``, a plain function or
+an ``async def`` (it may also return a Deferred).  It works under ``twistd swoole`` and in any
+Twisted program: ``listen_tcp(8080, HTTPFactory(handler))`` or
+``reactor.listenTCP(8080, HTTPFactory(handler))``.
+
+Keep-alive follows HTTP/1.0 and 1.1 (a 1.0 ``Connection: keep-alive`` is answered in kind);
+pipelined requests are answered in order, bodies included; ``Expect: 100-continue`` is answered
+only when the declared body is within ``package_max_length``.
+
+Resource handling: a connection holds at most one request head (``http_header_max_length``),
+one body (``package_max_length``) and a bounded queue of pipelined requests; reading pauses
+while the queue is full.  Idle keep-alive connections close after ``http_keepalive_timeout``;
+a request head not complete within ``http_header_timeout`` gets ``408``.
+
+Error handling: a refused request (431, 413, 400) is answered with ``Connection: close``, a
+short body and a WARNING with the numbers; nothing of it reaches the handler; the connection
+then drains the client's input for a short bounded time (like nginx's lingering close) so the
+client reads the status instead of a reset.  An exception in the handler gives ``500`` (or an
+abort if the response had started) and a logged traceback; the worker carries on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import mimetypes
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from twisted.internet import defer
+from twisted.protocols.basic import FileSender
+from twisted.python.failure import Failure
+
+from tx_swoole._log import SwooleLogger
+from tx_swoole.errors import HTTPRequestError
+from tx_swoole.protocols._http11 import ParsedRequest, RequestReader
+from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
+from tx_swoole.settings import Settings
+
+log = SwooleLogger("tx_swoole.http")
+
+SERVER_NAME = b"tx_swoole"
+MAX_PIPELINE = 32  # queued requests per connection before reading pauses
+LINGER_TIME = 2.0  # seconds to drain a client's input after an error response (nginx: 5)
+LINGER_BYTES = 1 << 20  # ... or until this many bytes were discarded
+_STATUS_LINES: dict[int, bytes] = {}
+_FORBIDDEN = (b"\r", b"\n", b"\0")
+
+
+def status_line(code: int, reason: str | None = None) -> bytes:
+    """``HTTP/1.1 <code> <reason>\\r\\n``, cached for standard reasons."""
+    if reason is None:
+        line = _STATUS_LINES.get(code)
+        if line is not None:
+            return line
+        try:
+            reason = HTTPStatus(code).phrase
+        except ValueError:
+            reason = "Unknown"
+        line = b"HTTP/1.1 %d %s\r\n" % (code, reason.encode("latin-1"))
+        _STATUS_LINES[code] = line
+        return line
+    return b"HTTP/1.1 %d %s\r\n" % (code, _clean(reason, "reason"))
+
+
+def _clean(value: str | bytes | int, what: str) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("latin-1")
+    elif isinstance(value, int):
+        value = b"%d" % value
+    for c in _FORBIDDEN:
+        if c in value:
+            raise ValueError(f"{what} {value[:40]!r} contains CR, LF or NUL (response splitting)")
+    return value
+
+
+def _clean_name(name: str | bytes) -> bytes:
+    raw = _clean(name, "header name")
+    if not raw or b":" in raw or b" " in raw or b"\t" in raw:
+        raise ValueError(f"header name {raw[:40]!r} is empty or contains ':' or whitespace")
+    return raw
+
+
+_HEADER_LINES: dict[tuple[Any, Any], bytes] = {}
+_HEADER_CACHE_SIZE = 4096  # distinct validated header lines kept (hot constant headers)
+
+
+def _header_line(name: str | bytes, value: str | bytes | int) -> bytes:
+    line = _clean_name(name) + b": " + _clean(value, "header value") + b"\r\n"
+    if len(_HEADER_LINES) < _HEADER_CACHE_SIZE and len(line) < 256:
+        _HEADER_LINES[(name, value)] = line
+    return line
+
+
+class Headers:
+    """Request headers: case-insensitive lookup, repeated headers kept, bytes in, str out."""
+
+    __slots__ = ("raw", "_index")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+        self._index: dict[str, list[str]] | None = None
+
+    def _map(self) -> dict[str, list[str]]:
+        if self._index is None:
+            index: dict[str, list[str]] = {}
+            for name, value in self.raw:
+                index.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+            self._index = index
+        return self._index
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name``, or ``default``."""
+        values = self._map().get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of header ``name``, in order."""
+        return list(self._map().get(name.lower(), ()))
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._map()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def items(self) -> list[tuple[str, str]]:
+        """``(name, value)`` pairs as received (names in their original case)."""
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw]
+
+
+class Request:
+    """An HTTP request as the handler sees it.
+
+    ``method``, ``path`` and ``query_string`` are str; ``body`` is the raw body (bytes);
+    ``headers`` a :class:`Headers`; ``args`` the query arguments and ``form`` the
+    urlencoded body, both ``dict[str, list[str]]``; ``cookies`` a dict; ``remote_addr``
+    ``(host, port)``; ``version`` ``"1.1"`` or ``"1.0"``.
+    """
+
+    __slots__ = ("_parsed", "_proto", "_lazy")
+
+    def __init__(self, parsed: ParsedRequest, proto: HTTPProtocol) -> None:
+        self._parsed = parsed
+        self._proto = proto
+        self._lazy: dict[str, Any] | None = None  # parsed views, built on first use
+
+    def _cached(self, key: str, build: Callable[[], Any]) -> Any:
+        lazy = self._lazy
+        if lazy is None:
+            lazy = self._lazy = {}
+        value = lazy.get(key)
+        if value is None:
+            value = lazy[key] = build()
+        return value
+
+    @property
+    def method(self) -> str:
+        return self._parsed.method.decode("ascii")
+
+    def _split(self) -> tuple[str, str]:
+        path, _, query = self._parsed.url.decode("latin-1").partition("?")
+        return path, query
+
+    @property
+    def path(self) -> str:
+        """The request path as sent (percent-encoding kept), without the query string."""
+        return self._split()[0]
+
+    @property
+    def query_string(self) -> str:
+        return self._split()[1]
+
+    @property
+    def uri(self) -> str:
+        """Path and query string as sent."""
+        return self._parsed.url.decode("latin-1")
+
+    @property
+    def version(self) -> str:
+        return self._parsed.version
+
+    @property
+    def body(self) -> bytes:
+        return self._parsed.body
+
+    @property
+    def headers(self) -> Headers:
+        headers: Headers = self._cached("headers", lambda: Headers(self._parsed.headers))
+        return headers
+
+    @property
+    def args(self) -> dict[str, list[str]]:
+        """Query arguments (``?a=1&a=2`` → ``{"a": ["1", "2"]}``)."""
+        args: dict[str, list[str]] = self._cached(
+            "args", lambda: parse_qs(self.query_string, keep_blank_values=True)
+        )
+        return args
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        """The first query argument ``name``, or ``default``."""
+        values = self.args.get(name)
+        return values[0] if values else default
+
+    @property
+    def form(self) -> dict[str, list[str]]:
+        """The urlencoded body (``application/x-www-form-urlencoded``); empty otherwise."""
+        form: dict[str, list[str]] = self._cached("form", self._parse_form)
+        return form
+
+    def _parse_form(self) -> dict[str, list[str]]:
+        ctype = (self.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            return {}
+        return parse_qs(self.body.decode("latin-1"), keep_blank_values=True)
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        cookies: dict[str, str] = self._cached("cookies", self._parse_cookies)
+        return cookies
+
+    def _parse_cookies(self) -> dict[str, str]:
+        cookies: dict[str, str] = {}
+        for header in self.headers.get_all("cookie"):
+            for part in header.split(";"):
+                name, sep, value = part.strip().partition("=")
+                if sep and name:
+                    cookies[name] = value
+        return cookies
+
+    @property
+    def remote_addr(self) -> tuple[str, int]:
+        peer = self._proto.transport.getPeer()
+        return getattr(peer, "host", ""), getattr(peer, "port", 0)
+
+
+class Response:
+    """The response to one request; ``end()`` it once (the server ends it for you when a
+    handler returns without doing so).
+
+    Header names and values with CR, LF or NUL raise ``ValueError`` (no response splitting).
+    Once the connection is gone, ``write``/``end`` return False.
+    """
+
+    __slots__ = (
+        "_proto", "_code", "_status", "_headers", "_has_ctype", "started", "ended",
+        "_chunked", "_head", "_closing", "_http10",
+    )  # fmt: skip
+
+    def __init__(self, proto: HTTPProtocol, parsed: ParsedRequest) -> None:
+        self._proto = proto
+        self._code = 200
+        self._status: bytes | None = None
+        self._headers: list[bytes] = []
+        self._has_ctype = False
+        self.started = False
+        self.ended = False
+        self._chunked = False
+        self._head = parsed.method == b"HEAD"
+        self._closing = not parsed.keep_alive
+        self._http10 = parsed.version == "1.0"
+
+    @property
+    def status_code(self) -> int:
+        return self._code
+
+    def status(self, code: int, reason: str | None = None) -> None:
+        """Set the status code (and optionally the reason phrase)."""
+        if not 100 <= code <= 999:
+            raise ValueError(f"status code {code} is not in 100..999")
+        self._code = code
+        self._status = status_line(code, reason) if reason is not None else None
+
+    def header(self, name: str | bytes, value: str | bytes | int) -> None:
+        """Add a header; repeat the call for repeated headers."""
+        line = _HEADER_LINES.get((name, value))
+        if line is None:
+            line = _header_line(name, value)
+        if line[0] in b"Cc" and line[:13].lower() == b"content-type:":
+            self._has_ctype = True
+        self._headers.append(line)
+
+    def cookie(
+        self,
+        name: str,
+        value: str = "",
+        *,
+        expires: str | None = None,
+        max_age: int | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: str | None = None,
+    ) -> None:
+        """Add a ``Set-Cookie`` header; the value is percent-encoded."""
+        if not name or any(c in name for c in '=;, \t\r\n"'):
+            raise ValueError(f"cookie name {name!r} is empty or contains separators")
+        parts = [f"{name}={quote(value, safe='')}"]
+        for attr, val in (("Expires", expires), ("Max-Age", max_age), ("Path", path),
+                          ("Domain", domain), ("SameSite", samesite)):  # fmt: skip
+            if val is not None:
+                parts.append(f"{attr}={val}")
+        if secure:
+            parts.append("Secure")
+        if httponly:
+            parts.append("HttpOnly")
+        self.header(b"Set-Cookie", "; ".join(parts))
+
+    def redirect(self, location: str, status: int = 302) -> bool:
+        """Answer with a redirect to ``location``."""
+        self.status(status)
+        self.header(b"Location", location)
+        return self.end()
+
+    def _head_bytes(self, length: int | None) -> bytes:
+        proto = self._proto
+        if self._closing or proto.server.draining:
+            self._closing = True
+            conn = b"Connection: close\r\n"
+        elif self._http10:
+            conn = b"Connection: keep-alive\r\n"
+        else:
+            conn = b""
+        if length is None:
+            if self._http10:
+                self._closing = True
+                conn = b"Connection: close\r\n"
+                framing = b""
+            else:
+                framing = b"Transfer-Encoding: chunked\r\n"
+        else:
+            framing = b"Content-Length: %d\r\n" % length
+        return b"".join((
+            self._status or status_line(self._code),
+            proto.server.defaultHeaders,
+            b"" if self._has_ctype else b"Content-Type: text/html\r\n",
+            *self._headers, framing, conn, b"\r\n",
+        ))  # fmt: skip
+
+    def write(self, data: str | bytes) -> bool:
+        """Stream a piece of the body (chunked for HTTP/1.1); False if the client is gone."""
+        if self.ended or not self._proto.connected:
+            return False
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if not self.started:
+            self.started = self._chunked = True
+            self._proto.transport.write(self._head_bytes(None))
+        if data and not self._head:
+            if self._http10:
+                self._proto.transport.write(data)
+            else:
+                self._proto.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        return True
+
+    def end(self, body: str | bytes = b"") -> bool:
+        """Finish the response with ``body`` (after any ``write``); False if already ended or
+        the client is gone."""
+        if self.ended:
+            return False
+        self.ended = True
+        proto = self._proto
+        if not proto.connected:
+            return False
+        if body.__class__ is not bytes:
+            body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        if self._chunked:
+            if body and not self._head:
+                self.write(body)
+            if not self._http10:
+                proto.transport.write(b"0\r\n\r\n")
+        elif self._head:
+            proto.transport.write(self._head_bytes(len(body)))
+        else:
+            self.started = True
+            proto.transport.write(self._head_bytes(len(body)) + body)
+        proto.responseEnded(self)
+        return True
+
+    def sendfile(self, path: str, content_type: str | None = None) -> defer.Deferred[None]:
+        """Send the file at ``path`` as the whole body; the Deferred fires when it is sent.
+
+        Raises ``OSError`` (synchronously, before anything is sent) if the file cannot be
+        opened, so the handler can answer otherwise.
+        """
+        if self.started or self.ended:
+            raise RuntimeError("sendfile() after the response started")
+        f = open(path, "rb")  # noqa: SIM115 - closed when the transfer ends
+        size = os.fstat(f.fileno()).st_size
+        if not self._has_ctype:
+            self.header(b"Content-Type", content_type or mimetypes.guess_type(path)[0] or
+                        "application/octet-stream")  # fmt: skip
+        self.started = True
+        proto = self._proto
+        proto.transport.write(self._head_bytes(size))
+        if self._head or not size:
+            f.close()
+            self.ended = True
+            proto.responseEnded(self)
+            return defer.succeed(None)
+        d: defer.Deferred[Any] = FileSender().beginFileTransfer(f, proto.transport)
+
+        def done(result: Any) -> None:
+            f.close()
+            self.ended = True
+            if isinstance(result, Failure):
+                proto.abort("error")
+            else:
+                proto.responseEnded(self)
+
+        d.addBoth(done)
+        return d
+
+
+class HTTPProtocol(TrackedProtocol):
+    """One HTTP/1.x connection: parses with :class:`RequestReader`, serves requests in order.
+
+    Resource handling and error handling: see the module docstring.
+    """
+
+    __slots__ = (
+        "_reader", "_queue", "_current", "_busy", "_paused", "_idleSince", "_headSince",
+        "_discarded", "_lingerCall",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reader: RequestReader | None = None
+        self._queue: deque[ParsedRequest] = deque()
+        self._current: Response | None = None
+        self._busy = False
+        self._paused = False
+        self._idleSince = 0.0
+        self._headSince = -1.0  # when the head in progress began; -1: none
+        self._discarded = -1  # >= 0 while lingering after an error response
+        self._lingerCall: Any = None
+
+    def connectionMade(self) -> None:
+        s = self.server.settings
+        self._reader = RequestReader(s.http_header_max_length, s.package_max_length)
+        self._idleSince = self.server.now
+
+    def dataReceived(self, data: bytes) -> None:
+        self.lastRecvTime = self.server.now
+        if self._discarded >= 0:
+            self._linger(len(data))
+            return
+        reader = self._reader
+        assert reader is not None
+        requests = reader.feed(data)
+        if requests:
+            if self._current is None and len(requests) == 1 and not self._queue:
+                self._serve(requests[0])
+            else:
+                self._queue.extend(requests)
+                self._serveQueued()
+        if reader.in_head or reader.error is not None or reader.continue_wanted or self._queue:
+            self._afterFeed(reader)
+        elif self._headSince >= 0:
+            self._headSince = -1.0
+
+    def _afterFeed(self, reader: RequestReader) -> None:
+        if reader.error is not None:
+            if self._current is None and not self._queue:
+                self._refuse(reader.error)
+            return
+        if reader.in_head:
+            if self._headSince < 0:
+                self._headSince = self.server.now
+        else:
+            self._headSince = -1.0
+        if reader.continue_wanted and self._current is None and not self._queue:
+            reader.continue_sent()
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if len(self._queue) >= MAX_PIPELINE and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    # -- serving ----------------------------------------------------------------------------
+    def _serve(self, parsed: ParsedRequest) -> None:
+        server = self.server
+        server.requestCount += 1
+        if server.maxRequestReached is not None:
+            server.maxRequestReached()
+        response = self._current = Response(self, parsed)
+        try:
+            result = server.handler(Request(parsed, self), response)
+        except Exception:
+            self._handlerFailed(response, Failure())
+            return
+        if result is None:
+            if not response.ended:
+                response.end()
+            return
+        if inspect.iscoroutine(result):
+            result = defer.Deferred.fromCoroutine(result)
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(
+                lambda _: response.ended or response.end(),
+                lambda f: self._handlerFailed(response, f),
+            )
+        elif not response.ended:
+            response.end()
+
+    def _handlerFailed(self, response: Response, failure: Failure) -> None:
+        log.failure(
+            "handler failed on connection {connId}; answering 500", failure, connId=self.connId
+        )
+        if response.ended or not self.connected:
+            return
+        if response.started:
+            response.ended = True
+            self.abort("error")
+            return
+        response._headers = []
+        response._has_ctype = False
+        response.status(500)
+        response.end(b"<h1>500 Internal Server Error</h1>")
+
+    def responseEnded(self, response: Response) -> None:
+        """Called by :meth:`Response.end`: close, or serve the next pipelined request."""
+        if response is not self._current:
+            return
+        self._current = None
+        if response._closing:
+            self._closeAfterResponse()
+            return
+        self._idleSince = self.server.now
+        if self._queue:
+            self._serveQueued()
+        elif self._reader is not None and self._reader.error is not None:
+            self._refuse(self._reader.error)
+        elif self.server.draining:
+            self.close(reason="reload")
+
+    def _serveQueued(self) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            while self._current is None and self._queue and self.connected:
+                self._serve(self._queue.popleft())
+        finally:
+            self._busy = False
+        if self._paused and len(self._queue) < MAX_PIPELINE // 2 and self.connected:
+            self._paused = False
+            self.transport.resumeProducing()
+        reader = self._reader
+        if self._current is None and not self._queue and reader is not None:
+            if reader.error is not None:
+                self._refuse(reader.error)
+            elif reader.continue_wanted:
+                reader.continue_sent()
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _closeAfterResponse(self) -> None:
+        self._queue.clear()
+        if self._closeReason is None:
+            self._closeReason = "server"
+        # Half-close, then linger: pipelined bytes the client already sent must not turn
+        # our FIN into a reset before it has read the response.
+        self._discarded = 0
+        self.transport.loseWriteConnection()
+        self._lingerCall = self.server.reactor.callLater(LINGER_TIME, self._lingerDone)
+
+    # -- errors and lingering close -----------------------------------------------------------
+    def _refuse(self, error: HTTPRequestError) -> None:
+        peer = self.transport.getPeer()
+        log.warn(
+            "{status} for {peer}: {message}",
+            status=error.status, peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
+            message=error.message,
+        )  # fmt: skip
+        body = b"%d %s\n" % (error.status, error.reason)
+        self.transport.write(
+            status_line(error.status) + self.server.defaultHeaders
+            + b"Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (len(body), body)
+        )  # fmt: skip
+        self._closeReason = "limit" if error.status in (413, 431) else "error"
+        self._closeAfterResponse()
+
+    def _linger(self, size: int) -> None:
+        self._discarded += size
+        if self._discarded > LINGER_BYTES:
+            self._lingerDone()
+
+    def _lingerDone(self) -> None:
+        if self._lingerCall is not None and self._lingerCall.active():
+            self._lingerCall.cancel()
+        self._lingerCall = None
+        if self.connected:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        if self._lingerCall is not None and self._lingerCall.active():
+            self._lingerCall.cancel()
+        self._queue.clear()
+        if self._current is not None:
+            self._current.ended = True
+        super().connectionLost(reason)
+
+    # -- timeouts and draining ------------------------------------------------------------------
+    def idleExpired(self, now: float) -> bool:
+        if self._discarded >= 0 or self._current is not None or self._queue:
+            return False
+        s = self.server.settings
+        if self._headSince >= 0:
+            if s.http_header_timeout and now - self._headSince > s.http_header_timeout:
+                self._timeoutHead()
+            return False
+        return bool(s.http_keepalive_timeout) and now - self._idleSince > s.http_keepalive_timeout
+
+    def _timeoutHead(self) -> None:
+        log.info(
+            "request head on connection {connId} not complete within http_header_timeout={t}s",
+            connId=self.connId, t=self.server.settings.http_header_timeout,
+        )  # fmt: skip
+        body = b"408 Request Timeout\n"
+        self.transport.write(
+            status_line(408) + self.server.defaultHeaders
+            + b"Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (len(body), body)
+        )  # fmt: skip
+        self._closeAfterResponse()
+
+    def drainRequested(self) -> None:
+        """Close at once if idle; otherwise the response in progress says Connection: close."""
+        reader = self._reader
+        idle = self._current is None and not self._queue
+        if idle and reader is not None and not reader.in_head and self._discarded < 0:
+            self.close(reason="reload")
+
+    def describeState(self) -> str:
+        if self._current is not None:
+            return "answering a request"
+        return "reading a request" if self._headSince >= 0 else "idle"
+
+
+def _default_headers(name: bytes, now: float) -> bytes:
+    return b"Server: %s\r\nDate: %s\r\n" % (name, formatdate(now, usegmt=True).encode("ascii"))
+
+
+class HTTPFactory(ConnectionTable):
+    """Serves ``handler(request, response)`` over HTTP/1.1; a Twisted ``ServerFactory``.
+
+    ``settings`` are Swoole-named (:class:`~tx_swoole.settings.Settings` or a mapping);
+    ``reactor`` supplies the clock.  ``requestCount`` counts requests served.
+    """
+
+    protocol = HTTPProtocol  # type: ignore[misc]
+    sweepEvery = 1.0  # Date header refresh and HTTP timeouts
+
+    def __init__(
+        self,
+        handler: Callable[[Request, Response], Any],
+        settings: Settings | dict[str, Any] | None = None,
+        *,
+        reactor: Any = None,
+        server_name: bytes = SERVER_NAME,
+    ) -> None:
+        super().__init__(HTTPProtocol, settings, reactor=reactor)
+        self.handler = handler
+        self.serverName = server_name
+        self.requestCount = 0
+        self.maxRequestReached: Callable[[], None] | None = None
+        self.now = self.seconds()
+        self.defaultHeaders = _default_headers(server_name, self.now)
+
+    def sweep(self) -> None:
+        self.now = self.seconds()
+        self.defaultHeaders = _default_headers(self.serverName, self.now)
+        super().sweep()
