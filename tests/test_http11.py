@@ -114,17 +114,17 @@ def test_pipelined_requests_with_bodies_in_order() -> None:
         + b"GET /c?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"
     )  # fmt: skip
     done = reader.feed(data)
-    assert [(r.method, r.url, r.body) for r in done] == [
+    assert [(r.raw_method, r.raw_url, r.body) for r in done] == [
         (b"POST", b"/a", b"abc"), (b"POST", b"/b", b"def"), (b"GET", b"/c?x=1", b"")
     ]  # fmt: skip
-    assert done[2].headers == [(b"Host", b"h")]
+    assert done[2].raw_headers == [(b"Host", b"h")]
 
 
 def test_good_request_before_bad_one_is_still_delivered() -> None:
     """A valid request pipelined before a bad one is delivered; the error follows it."""
     reader = RequestReader(8192, 1000)
     done = reader.feed(b"GET /ok HTTP/1.1\r\n\r\nGARBAGE\r\n\r\n")
-    assert [r.url for r in done] == [b"/ok"] and reader.error is not None
+    assert [r.raw_url for r in done] == [b"/ok"] and reader.error is not None
 
 
 @pytest.mark.parametrize(

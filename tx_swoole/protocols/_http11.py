@@ -20,6 +20,8 @@ ignored.  No Twisted import here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httptools
 
 from tx_swoole.errors import (
@@ -33,18 +35,27 @@ _SAMPLE = 40  # bytes of peer data quoted in error messages, at most
 
 
 class ParsedRequest:
-    """One complete request: head and body.  ``keep_alive`` follows HTTP/1.0 and 1.1 rules."""
+    """One complete request: head and body.  ``keep_alive`` follows HTTP/1.0 and 1.1 rules.
 
-    __slots__ = ("method", "url", "version", "headers", "body", "keep_alive", "upgrade")
+    ``owner`` and ``cache`` are free for the code that serves the request (the HTTP protocol
+    subclasses this class as its ``Request``, so one object serves per request).
+    """
+
+    __slots__ = (
+        "raw_method", "raw_url", "version", "raw_headers", "body", "keep_alive", "upgrade",
+        "owner", "cache",
+    )  # fmt: skip
 
     def __init__(self, method: bytes, url: bytes, version: str, headers: list[tuple[bytes, bytes]]):
-        self.method = method
-        self.url = url
+        self.raw_method = method
+        self.raw_url = url
         self.version = version
-        self.headers = headers
+        self.raw_headers = headers
         self.body = b""
         self.keep_alive = True
         self.upgrade = False
+        self.owner: Any = None
+        self.cache: Any = None
 
 
 class RequestReader:
@@ -59,10 +70,13 @@ class RequestReader:
     __slots__ = (
         "_parser", "_header_max", "_body_max", "_done", "_url", "_headers", "_head_size",
         "_head_pending", "_body", "_body_size", "_content_length", "_expect", "error",
-        "in_head", "continue_wanted", "dead", "_current",
+        "in_head", "continue_wanted", "dead", "_current", "_request_class",
     )  # fmt: skip
 
-    def __init__(self, header_max: int, body_max: int) -> None:
+    def __init__(
+        self, header_max: int, body_max: int, request_class: type[ParsedRequest] = ParsedRequest
+    ) -> None:
+        self._request_class = request_class
         self._parser = httptools.HttpRequestParser(self)
         self._header_max = header_max
         self._body_max = body_max
@@ -117,7 +131,7 @@ class RequestReader:
     def _upgrade(self, data: bytes, offset: int) -> None:
         # An Upgrade or CONNECT request: we do not switch protocols; the request is answered
         # and the connection closed, whatever followed it is dropped.
-        if self._done and self._done[-1].method == b"CONNECT":
+        if self._done and self._done[-1].raw_method == b"CONNECT":
             self._done.pop()
         if self._done:
             self._done[-1].keep_alive = False
@@ -190,7 +204,9 @@ class RequestReader:
                 self.continue_wanted = True
         elif self._expect:
             self.continue_wanted = True
-        self._current = ParsedRequest(method, self._url, parser.get_http_version(), self._headers)
+        self._current = self._request_class(
+            method, self._url, parser.get_http_version(), self._headers
+        )
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)

@@ -144,7 +144,7 @@ class Headers:
         return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw]
 
 
-class Request:
+class Request(ParsedRequest):
     """An HTTP request as the handler sees it.
 
     ``method``, ``path`` and ``query_string`` are str; ``body`` is the raw body (bytes);
@@ -153,17 +153,12 @@ class Request:
     ``(host, port)``; ``version`` ``"1.1"`` or ``"1.0"``.
     """
 
-    __slots__ = ("_parsed", "_proto", "_lazy")
-
-    def __init__(self, parsed: ParsedRequest, proto: HTTPProtocol) -> None:
-        self._parsed = parsed
-        self._proto = proto
-        self._lazy: dict[str, Any] | None = None  # parsed views, built on first use
+    __slots__ = ()
 
     def _cached(self, key: str, build: Callable[[], Any]) -> Any:
-        lazy = self._lazy
+        lazy = self.cache
         if lazy is None:
-            lazy = self._lazy = {}
+            lazy = self.cache = {}
         value = lazy.get(key)
         if value is None:
             value = lazy[key] = build()
@@ -171,10 +166,10 @@ class Request:
 
     @property
     def method(self) -> str:
-        return self._parsed.method.decode("ascii")
+        return self.raw_method.decode("ascii")
 
     def _split(self) -> tuple[str, str]:
-        path, _, query = self._parsed.url.decode("latin-1").partition("?")
+        path, _, query = self.raw_url.decode("latin-1").partition("?")
         return path, query
 
     @property
@@ -189,19 +184,11 @@ class Request:
     @property
     def uri(self) -> str:
         """Path and query string as sent."""
-        return self._parsed.url.decode("latin-1")
-
-    @property
-    def version(self) -> str:
-        return self._parsed.version
-
-    @property
-    def body(self) -> bytes:
-        return self._parsed.body
+        return self.raw_url.decode("latin-1")
 
     @property
     def headers(self) -> Headers:
-        headers: Headers = self._cached("headers", lambda: Headers(self._parsed.headers))
+        headers: Headers = self._cached("headers", lambda: Headers(self.raw_headers))
         return headers
 
     @property
@@ -245,7 +232,7 @@ class Request:
 
     @property
     def remote_addr(self) -> tuple[str, int]:
-        peer = self._proto.transport.getPeer()
+        peer = self.owner.transport.getPeer()
         return getattr(peer, "host", ""), getattr(peer, "port", 0)
 
 
@@ -271,7 +258,7 @@ class Response:
         self.started = False
         self.ended = False
         self._chunked = False
-        self._head = parsed.method == b"HEAD"
+        self._head = parsed.raw_method == b"HEAD"
         self._closing = not parsed.keep_alive
         self._http10 = parsed.version == "1.0"
 
@@ -453,7 +440,7 @@ class HTTPProtocol(TrackedProtocol):
 
     def connectionMade(self) -> None:
         s = self.server.settings
-        self._reader = RequestReader(s.http_header_max_length, s.package_max_length)
+        self._reader = RequestReader(s.http_header_max_length, s.package_max_length, Request)
         self._idleSince = self.server.now
 
     def dataReceived(self, data: bytes) -> None:
@@ -493,14 +480,15 @@ class HTTPProtocol(TrackedProtocol):
             self.transport.pauseProducing()
 
     # -- serving ----------------------------------------------------------------------------
-    def _serve(self, parsed: ParsedRequest) -> None:
+    def _serve(self, parsed: ParsedRequest) -> None:  # a Request: see connectionMade
         server = self.server
         server.requestCount += 1
         if server.maxRequestReached is not None:
             server.maxRequestReached()
         response = self._current = Response(self, parsed)
         try:
-            result = server.handler(Request(parsed, self), response)
+            parsed.owner = self
+            result = server.handler(parsed, response)
         except Exception:
             self._handlerFailed(response, Failure())
             return
