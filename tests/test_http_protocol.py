@@ -270,18 +270,37 @@ def test_idle_keepalive_timeout_and_header_timeout() -> None:
 
 
 def test_draining_sends_connection_close_and_closes_idle() -> None:
-    """While draining, idle connections close at once; a response in progress carries
-    Connection: close and its connection closes after it."""
+    """While draining: a response in progress carries Connection: close; an idle connection
+    is closed once it has been idle DRAIN_IDLE_GRACE, and a request that arrives within that
+    grace is answered (with Connection: close) rather than lost."""
     never: defer.Deferred[None] = defer.Deferred()
-    factory, busy, tb, _ = serve(lambda q, r: never)  # the response stays open
-    busy.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    factory, busy, tb, clock = serve(lambda q, r: never if q.path == "/slow" else r.end("ok"))
+    busy.dataReceived(b"GET /slow HTTP/1.1\r\n\r\n")
     idle = factory.buildProtocol(ADDR)
     ti = HalfCloseTransport()
     idle.makeConnection(ti)
+    hot = factory.buildProtocol(ADDR)
+    th = HalfCloseTransport()
+    hot.makeConnection(th)
+    clock.advance(1)  # idle and hot have been idle for 1 s
+    hot.dataReceived(b"GET / HTTP/1.1\r\n\r\n")  # hot was just answered
+    th.clear()
     factory.startDraining()
-    assert ti.disconnecting and not tb.disconnecting
+    assert ti.writeClosed and not th.writeClosed and not tb.writeClosed
+    hot.dataReceived(b"GET / HTTP/1.1\r\n\r\n")  # arrives within the grace: answered
+    assert responses(th.value())[0][1]["connection"] == "close" and th.writeClosed
     busy._current.end(b"late")  # type: ignore[union-attr]
     assert responses(tb.value())[0][1]["connection"] == "close" and tb.writeClosed
+
+
+def test_draining_closes_quiet_connection_after_grace() -> None:
+    """A keep-alive connection that stays quiet is closed once the grace has passed."""
+    factory, proto, t, clock = serve(hello)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    factory.startDraining()
+    assert not t.writeClosed
+    clock.advance(0.5)
+    assert t.writeClosed
 
 
 def test_connection_lost_mid_handler_is_quiet() -> None:

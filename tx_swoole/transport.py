@@ -13,7 +13,9 @@ reports the loss through ``connectionLost`` as usual.
 
 from __future__ import annotations
 
+import ctypes
 import socket
+import struct
 from typing import Any
 
 from twisted.internet import tcp
@@ -121,3 +123,24 @@ def adopt_stream_port(
     p.maxAccepts = max_accepts
     p.startListening()
     return p
+
+
+# Classic BPF program "ret #0": drop every packet the socket would receive.
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+_SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+
+
+def refuse_new_connections(sock: socket.socket) -> bool:
+    """Stop new TCP handshakes completing on the listening ``sock`` (Linux).
+
+    Attaches a drop-all socket filter: incoming SYNs are dropped, so clients retry and then
+    meet a refused connect once the socket closes, instead of being queued and reset when it
+    closes.  Connections already queued stay acceptable.  Returns False where unsupported.
+    """
+    program = ctypes.create_string_buffer(_DROP_ALL)
+    fprog = struct.pack("HL", 1, ctypes.addressof(program))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    except OSError:
+        return False
+    return True

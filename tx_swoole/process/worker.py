@@ -12,19 +12,27 @@ WARNING that says what was still open.
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import random
+import signal
 import socket
+import sys
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 
 from tx_swoole._log import SwooleLogger, set_log_level
-from tx_swoole.config import ServerConfig, resolve
-from tx_swoole.protocols.tcp import ConnectionTable, TrackedProtocol
-from tx_swoole.transport import adopt_stream_port, listen_tcp
+from tx_swoole.config import ServerConfig, parse_config, resolve
+from tx_swoole.process._control import LineDecoder, encode
+from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
+from tx_swoole.transport import adopt_stream_port, listen_tcp, refuse_new_connections
 
 log = SwooleLogger("tx_swoole.worker")
+BOOT_ERROR_EXIT = 3  # like gunicorn's WORKER_BOOT_ERROR: the app cannot start
 EXIT_POLL = 0.1  # seconds between worker_exit calls while draining
 
 
@@ -92,7 +100,7 @@ class AppService(Service):
     @property
     def requests(self) -> int:
         """Requests (HTTP) or messages handled so far by this worker."""
-        return int(getattr(self.factory, "requestCount", 0))
+        return self.factory.requestCount if self.factory is not None else 0
 
     def startService(self) -> None:
         """Boot in the background; ``self.ready`` fires when serving, or fails with the error."""
@@ -126,13 +134,29 @@ class AppService(Service):
             await call_hook(self._hooks["worker_start"], self, self.workerId)
 
     def stopService(self) -> defer.Deferred[None]:
+        """Graceful shutdown of the owner of the socket: see :meth:`drain`."""
         super().stopService()
+        return self.drain(final=True)
+
+    def drain(self, final: bool) -> defer.Deferred[None]:
+        """Stop accepting, finish what was received, close, call the hooks; fires when done.
+
+        ``final`` (shutdown): connections already queued on the listening socket are accepted
+        and answered first, and when this process owns the socket no new handshake completes
+        from then on, so no client finds its connection reset.  Otherwise (reload, recycle)
+        other workers keep accepting.
+        """
         if self._stopping is None:
-            self._stopping = defer.ensureDeferred(self._drain())
+            self._stopping = defer.ensureDeferred(self._drain(final))
         return self._stopping
 
-    async def _drain(self, reason: str = "server") -> None:
+    async def _drain(self, final: bool) -> None:
+        reason = "server" if final else "reload"
         if self.port is not None:
+            if final:
+                if self._listenFd is None:
+                    refuse_new_connections(self.port.socket)
+                accept_queued(self.port)
             await self.port.stopListening()
         factory = self.factory
         if factory is not None:
@@ -151,7 +175,7 @@ class AppService(Service):
                     workerId=self.workerId, pid=os.getpid(), count=len(factory.connections),
                     wait=self.settings.max_wait_time, open=describe_open(factory),
                 )  # fmt: skip
-                factory.closeAll("reload" if reason == "reload" else "server")
+                factory.closeAll(reason)
         await self._callHook("worker_stop")
 
     async def _callHook(self, name: str) -> None:
@@ -164,6 +188,16 @@ class AppService(Service):
             log.failure("{name} hook of worker {id} failed", name=name, id=self.workerId)
 
 
+def accept_queued(port: Any, rounds: int = 1000) -> None:
+    """Accept every connection already waiting on ``port`` (before it closes)."""
+    for _ in range(rounds):
+        before = port.sessionno
+        port.numberAccepts = 1000
+        port.doRead()
+        if port.sessionno == before:
+            return
+
+
 def describe_open(factory: ConnectionTable, most: int = 5) -> str:
     """A short account of the open connections (ids and peers), for deadline warnings."""
     items = []
@@ -173,3 +207,156 @@ def describe_open(factory: ConnectionTable, most: int = 5) -> str:
         items.append(f"#{connId} {getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')} {state}")
     more = len(factory.connections) - len(items)
     return ", ".join(items) + (f" and {more} more" if more > 0 else "")
+
+
+# -- worker process entry point ----------------------------------------------------------------
+# ``python -m tx_swoole.process.worker CONFIG_JSON WORKER_ID GENERATION`` is spawned by the
+# master with the listening socket on fd 3, master → worker control messages on fd 0 (stdin,
+# whose EOF means the master died) and worker → master messages on fd 4.  Logs go to stderr as
+# JSON events, which the master re-emits tagged with the worker id and pid.
+LISTEN_FD = 3
+CONTROL_OUT_FD = 4
+STATS_INTERVAL = 1.0
+WORKER_MAX_ACCEPTS = 4  # small accept batches spread new connections across workers
+
+
+class ControlChannel(Protocol):
+    """The worker's side of the control channel (stdin in, fd 4 out)."""
+
+    def __init__(self, worker: WorkerRuntime) -> None:
+        self.worker = worker
+        self.decoder = LineDecoder()
+
+    def dataReceived(self, data: bytes) -> None:
+        for message in self.decoder.feed(data):
+            if message["type"] == "drain":
+                self.worker.drain(final=bool(message.get("final")))
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        if not self.worker.draining:
+            log.warn("worker {id} (pid {pid}): master is gone; draining and exiting",
+                     id=self.worker.service.workerId, pid=os.getpid())  # fmt: skip
+            self.worker.drain(final=True)
+
+    def send(self, kind: str, **fields: Any) -> None:
+        if self.transport is not None:
+            self.transport.write(encode(kind, **fields))
+
+
+class WorkerRuntime:
+    """Runs an :class:`AppService` in a worker process and talks to the master."""
+
+    def __init__(self, config: ServerConfig, worker_id: int, generation: int, reactor: Any) -> None:
+        self.reactor = reactor
+        self.generation = generation
+        self.service = AppService(
+            config, worker_id=worker_id, listen_fd=LISTEN_FD, max_accepts=WORKER_MAX_ACCEPTS,
+            reactor=reactor,
+        )  # fmt: skip
+        self.control = ControlChannel(self)
+        self.draining = False
+        self.exitCode = 0
+        self._stats = task.LoopingCall(self.sendStats)
+        self._stats.clock = reactor
+        self._recycleAt = max_request_limit(config.settings, worker_id)
+
+    def start(self) -> None:
+        from twisted.internet._posixstdio import StandardIO
+
+        StandardIO(self.control, stdin=0, stdout=CONTROL_OUT_FD, reactor=self.reactor)
+        self.service.startService()
+        self.service.ready.addCallbacks(self._ready, self._bootFailed)
+
+    def _ready(self, _: Any) -> None:
+        factory = self.service.factory
+        if self._recycleAt and factory is not None:
+            factory.maxRequestReached = self._checkRecycle
+        self.control.send("ready", pid=os.getpid(), generation=self.generation)
+        self._stats.start(STATS_INTERVAL, now=True)
+
+    def _bootFailed(self, failure: Failure) -> None:
+        log.failure("worker {id} (pid {pid}) failed to boot", failure,
+                    id=self.service.workerId, pid=os.getpid())  # fmt: skip
+        self.control.send("boot_failed", pid=os.getpid(), error=failure.getErrorMessage())
+        self.exitCode = BOOT_ERROR_EXIT
+        self.reactor.callLater(0, self.reactor.stop)
+
+    def _checkRecycle(self) -> None:
+        factory = self.service.factory
+        if factory is not None and self._recycleAt and self.service.requests >= self._recycleAt:
+            self._recycleAt = 0
+            log.info("worker {id} (pid {pid}) served {n} requests (max_request): asking for "
+                     "a replacement", id=self.service.workerId, pid=os.getpid(),
+                     n=self.service.requests)  # fmt: skip
+            self.control.send("recycle", pid=os.getpid())
+
+    def sendStats(self) -> None:
+        factory = self.service.factory
+        self.control.send(
+            "stats", pid=os.getpid(),
+            connections=len(factory.connections) if factory is not None else 0,
+            requests=self.service.requests,
+        )  # fmt: skip
+
+    def drain(self, final: bool) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        d = self.service.drain(final=final)
+        d.addErrback(lambda f: log.failure("drain failed", f))
+        d.addBoth(lambda _: self.reactor.stop())
+
+
+def max_request_limit(settings: Any, worker_id: int) -> int:
+    """``max_request`` plus Swoole's jitter (0..max_request_grace), or 0 for never."""
+    if not settings.max_request:
+        return 0
+    grace = settings.request_grace
+    jitter = random.Random(os.getpid() ^ worker_id).randint(0, grace) if grace else 0
+    return int(settings.max_request + jitter)
+
+
+def _worker_logging(level: str) -> None:
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        jsonFileLogObserver,
+    )
+
+    twisted_level = {
+        "debug": LogLevel.debug, "trace": LogLevel.debug, "info": LogLevel.info,
+        "notice": LogLevel.info, "warning": LogLevel.warn, "error": LogLevel.error,
+    }[level]  # fmt: skip
+    observer = FilteringLogObserver(
+        jsonFileLogObserver(sys.stderr, recordSeparator=""),
+        [LogLevelFilterPredicate(defaultLogLevel=twisted_level)],
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Worker process entry point; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    raw, worker_id, generation = json.loads(argv[0]), int(argv[1]), int(argv[2])
+    config = parse_config(
+        {k: raw[k] for k in ("server", "settings", "events")}, raw["base_dir"], raw["path"]
+    )
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # Ctrl-C reaches the whole group: the master decides
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    _worker_logging(config.settings.log_level)
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
+    runtime = WorkerRuntime(config, worker_id, generation, reactor)
+    reactor.callWhenRunning(runtime.start)
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(runtime.drain, True))
+    reactor.run(installSignalHandlers=False)
+    return runtime.exitCode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,7 +33,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 
@@ -49,6 +49,7 @@ SERVER_NAME = b"tx_swoole"
 MAX_PIPELINE = 32  # queued requests per connection before reading pauses
 LINGER_TIME = 2.0  # seconds to drain a client's input after an error response (nginx: 5)
 LINGER_BYTES = 1 << 20  # ... or until this many bytes were discarded
+DRAIN_IDLE_GRACE = 0.5  # seconds a just-answered connection may still send while draining
 _STATUS_LINES: dict[int, bytes] = {}
 _FORBIDDEN = (b"\r", b"\n", b"\0")
 
@@ -441,7 +442,7 @@ class HTTPProtocol(TrackedProtocol):
     def connectionMade(self) -> None:
         s = self.server.settings
         self._reader = RequestReader(s.http_header_max_length, s.package_max_length, Request)
-        self._idleSince = self.server.now
+        self._idleSince = self.server.seconds()
 
     def dataReceived(self, data: bytes) -> None:
         self.lastRecvTime = self.server.now
@@ -529,13 +530,11 @@ class HTTPProtocol(TrackedProtocol):
         if response._closing:
             self._closeAfterResponse()
             return
-        self._idleSince = self.server.now
+        self._idleSince = self.server.seconds()
         if self._queue:
             self._serveQueued()
         elif self._reader is not None and self._reader.error is not None:
             self._refuse(self._reader.error)
-        elif self.server.draining:
-            self.close(reason="reload")
 
     def _serveQueued(self) -> None:
         if self._busy:
@@ -629,11 +628,19 @@ class HTTPProtocol(TrackedProtocol):
         self._closeAfterResponse()
 
     def drainRequested(self) -> None:
-        """Close at once if idle; otherwise the response in progress says Connection: close."""
+        """Close if idle; otherwise the response in progress says Connection: close.
+
+        A connection answered less than ``DRAIN_IDLE_GRACE`` ago is left that long to send
+        its next request (answered with Connection: close): closing it at once would race a
+        request already on the wire, which the client would see as a dropped request.
+        """
         reader = self._reader
         idle = self._current is None and not self._queue
-        if idle and reader is not None and not reader.in_head and self._discarded < 0:
-            self.close(reason="reload")
+        if not idle or reader is None or reader.in_head or self._discarded >= 0:
+            return
+        if self.server.seconds() - self._idleSince >= DRAIN_IDLE_GRACE:
+            self._closeReason = "reload"
+            self._closeAfterResponse()
 
     def describeState(self) -> str:
         if self._current is not None:
@@ -666,10 +673,28 @@ class HTTPFactory(ConnectionTable):
         super().__init__(HTTPProtocol, settings, reactor=reactor)
         self.handler = handler
         self.serverName = server_name
-        self.requestCount = 0
-        self.maxRequestReached: Callable[[], None] | None = None
         self.now = self.seconds()
         self.defaultHeaders = _default_headers(server_name, self.now)
+        self._drainer: task.LoopingCall | None = None
+
+    def startDraining(self) -> None:
+        """Refuse new connections; close idle ones now and the others as they go idle."""
+        super().startDraining()
+        self._drainer = task.LoopingCall(self._closeIdle)
+        self._drainer.clock = self.reactor
+        self._drainer.start(DRAIN_IDLE_GRACE / 2, now=False)
+
+    def _closeIdle(self) -> None:
+        if not self.connections and self._drainer is not None and self._drainer.running:
+            self._drainer.stop()
+            return
+        for p in list(self.connections.values()):
+            p.drainRequested()
+
+    def stopFactory(self) -> None:
+        if self._drainer is not None and self._drainer.running:
+            self._drainer.stop()
+        super().stopFactory()
 
     def sweep(self) -> None:
         self.now = self.seconds()

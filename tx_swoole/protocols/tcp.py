@@ -210,9 +210,13 @@ class TCPProtocol(TrackedProtocol):
                 )  # fmt: skip
                 self.close(reason="limit")
                 return
+        server = self.server
         for message in messages:
             if self._closeReason is not None:
                 return
+            server.requestCount += 1
+            if server.maxRequestReached is not None:
+                server.maxRequestReached()
             try:
                 self.messageReceived(message)
             except Exception:
@@ -280,6 +284,8 @@ class ConnectionTable(ServerFactory):
         self.seconds = reactor.seconds
         self.connections: dict[int, TrackedProtocol] = {}
         self.draining = False
+        self.requestCount = 0  # messages (tcp) or requests (http) handled
+        self.maxRequestReached: Any = None  # called after each one when set (max_request)
         self.bufferOutputSize = settings.buffer_output_size
         self._nextId = 1
         self._sockopts = socket_options(settings)

@@ -1,0 +1,420 @@
+"""The master process: owns the listening socket, supervises the workers, reloads them.
+
+:class:`MasterService` binds and listens itself, then spawns ``worker_num`` fresh worker
+interpreters with ``reactor.spawnProcess`` (never ``fork``), passing the listening socket and
+a control channel (see :mod:`tx_swoole.process.worker`).
+
+- **Reload** (``SIGUSR1``, ``python -m tx_swoole reload``, or a worker reaching
+  ``max_request``): for each worker id, the replacement is started first; only once it reports
+  ready is the old worker told to drain.  A replacement that cannot boot leaves the old worker
+  serving.  A reload requested while one runs is refused with a log line (as Swoole does).
+- **Crash**: a worker that dies after it was ready is respawned at once with its id.  One that
+  fails to boot is retried with backoff (1, 2, 4, 8 s) and then given up with an ERROR; when
+  no worker of the first generation can boot, the master exits with code 3.
+- **Shutdown** (``SIGTERM``/``SIGINT``): no new handshake completes on the socket, workers
+  accept what is queued, finish, and exit; stragglers are killed after ``max_wait_time``.
+- Worker log events reach the master's log tagged ``[worker ID pid PID]``.
+- With a pid file, ``PIDFILE.status.json`` holds the workers' ids, pids, generations, ages,
+  connections and requests, for ``python -m tx_swoole status``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import eventFromJSON, globalLogPublisher
+from twisted.python.failure import Failure
+
+from tx_swoole._log import SwooleLogger, set_log_level
+from tx_swoole.config import ServerConfig
+from tx_swoole.process._control import LineDecoder, encode
+from tx_swoole.process.worker import BOOT_ERROR_EXIT, CONTROL_OUT_FD, LISTEN_FD
+from tx_swoole.transport import refuse_new_connections
+
+log = SwooleLogger("tx_swoole.master")
+BOOT_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry of a worker that cannot boot
+KILL_GRACE = 0.5  # seconds past max_wait_time before a draining worker is SIGKILLed
+STATUS_EVERY = 0.5  # seconds between status file writes
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker process as the master sees it."""
+
+    id: int
+    generation: int
+    started: float
+    pid: int = 0
+    state: str = "booting"  # booting, ready, draining, exited
+    connections: int = 0
+    requests: int = 0
+    process: Any = None
+    ready: defer.Deferred[None] = field(default_factory=defer.Deferred)
+    exited: defer.Deferred[int] = field(default_factory=defer.Deferred)
+    killCall: Any = None
+
+    def describe(self) -> str:
+        return f"worker {self.id} (pid {self.pid}, generation {self.generation})"
+
+
+class WorkerProcess(ProcessProtocol):
+    """The master's side of one worker: control messages, log lines, exit."""
+
+    def __init__(self, master: MasterService, worker: Worker) -> None:
+        self.master = master
+        self.worker = worker
+        self.decoder = LineDecoder()
+        self.logBuffers: dict[int, bytes] = {1: b"", 2: b""}
+
+    def connectionMade(self) -> None:
+        self.worker.pid = self.transport.pid if self.transport is not None else 0
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == CONTROL_OUT_FD:
+            for message in self.decoder.feed(data):
+                self.master.workerMessage(self.worker, message)
+            return
+        *lines, self.logBuffers[childFD] = (self.logBuffers.get(childFD, b"") + data).split(b"\n")
+        for line in lines:
+            self.master.workerLog(self.worker, line)
+
+    def processEnded(self, reason: Failure) -> None:
+        for rest in self.logBuffers.values():
+            if rest:
+                self.master.workerLog(self.worker, rest)
+        code = getattr(reason.value, "exitCode", None)
+        sig = getattr(reason.value, "signal", None)
+        self.master.workerEnded(self.worker, code if code is not None else -(sig or 1))
+
+
+class MasterService(Service):
+    """Supervises ``worker_num`` worker processes sharing one listening socket.
+
+    ``spawn`` replaces ``reactor.spawnProcess`` (tests pass a fake); ``sock`` an already
+    listening socket.
+
+    Resource handling: owns the listening socket (closed once every worker has exited), the
+    worker processes (killed after ``max_wait_time`` when they will not drain) and the status
+    file (removed on shutdown).
+
+    Error handling: worker crashes and boot failures are logged and handled as the module
+    docstring says; they never stop the master unless no worker can ever boot.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        pidfile: str | None = None,
+        reactor: Any = None,
+        spawn: Any = None,
+        sock: socket.socket | None = None,
+        executable: str = sys.executable,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.settings = config.settings
+        self.reactor = reactor
+        self.spawn = spawn or reactor.spawnProcess
+        self.executable = executable
+        self.socket = sock
+        self.statusPath = os.path.abspath(pidfile) + ".status.json" if pidfile else None
+        self.generation = 1
+        self.workers: dict[int, Worker] = {}
+        self.retiring: list[Worker] = []
+        self.bootFailures: dict[int, int] = {}
+        self.reloading: defer.Deferred[None] | None = None
+        self.shuttingDown: defer.Deferred[None] | None = None
+        self.startedAt = reactor.seconds()
+        self.everReady = False
+        self._lastStatus = 0.0
+
+    # -- startup ------------------------------------------------------------------------------
+    def privilegedStartService(self) -> None:
+        if self.socket is None:
+            self.socket = listening_socket(
+                self.config.host, self.config.port, self.settings.backlog
+            )
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.socket is None:
+            self.privilegedStartService()
+        assert self.socket is not None
+        host, port = self.socket.getsockname()[:2]
+        set_log_level(self.settings.log_level)
+        log.info(
+            "master (pid {pid}) listening on {host}:{port}; starting {n} workers",
+            pid=os.getpid(), host=host, port=port, n=self.settings.worker_num,
+        )  # fmt: skip
+        for wid in range(self.settings.worker_num):
+            self.workers[wid] = self._spawn(wid)
+        self.reactor.callWhenRunning(self._installSignals)
+
+    def _installSignals(self) -> None:
+        from tx_swoole.tap import install_signals, shutdown_handlers
+
+        handlers = shutdown_handlers(self.reactor)
+        handlers[signal.SIGUSR1] = self.reload
+        install_signals(self.reactor, handlers)
+
+    def _spawn(self, wid: int, generation: int | None = None) -> Worker:
+        assert self.socket is not None
+        worker = Worker(wid, generation or self.generation, self.reactor.seconds())
+        args = [
+            self.executable, "-m", "tx_swoole.process.worker",
+            json.dumps(self.config.to_dict()), str(wid), str(worker.generation),
+        ]  # fmt: skip
+        child_fds = {0: "w", 1: "r", 2: "r", LISTEN_FD: self.socket.fileno(), CONTROL_OUT_FD: "r"}
+        worker.process = self.spawn(
+            WorkerProcess(self, worker), self.executable, args, env=os.environ,
+            childFDs=child_fds,
+        )  # fmt: skip
+        worker.pid = getattr(worker.process, "pid", 0) or 0
+        return worker
+
+    # -- messages and logs from workers -------------------------------------------------------
+    def workerMessage(self, worker: Worker, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "ready":
+            worker.state = "ready"
+            self.everReady = True
+            self.bootFailures.pop(worker.id, None)
+            log.info("{worker} ready", worker=worker.describe())
+            worker.ready.callback(None)
+        elif kind == "stats":
+            worker.connections = int(message.get("connections", 0))
+            worker.requests = int(message.get("requests", 0))
+            self.writeStatus()
+        elif kind == "recycle":
+            if worker is self.workers.get(worker.id) and worker.state == "ready":
+                self.replace(worker.id, "max_request reached")
+        elif kind == "boot_failed":
+            log.error("{worker} failed to boot: {error}", worker=worker.describe(),
+                      error=message.get("error", "?"))  # fmt: skip
+
+    def workerLog(self, worker: Worker, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").strip()
+        if not text:
+            return
+        try:
+            event = eventFromJSON(text)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and "log_level" in event:
+            level = getattr(event["log_level"], "name", "info")
+            namespace = event.get("log_namespace", "-")
+            event["log_system"] = f"{namespace}#{level} worker {worker.id} pid {worker.pid}"
+            event["swoole_worker_id"] = worker.id
+            event["swoole_worker_pid"] = worker.pid
+            globalLogPublisher(event)
+        else:
+            log.info("[worker {id} pid {pid}] {line}", id=worker.id, pid=worker.pid, line=text)
+
+    # -- reload and replacement ----------------------------------------------------------------
+    def reload(self) -> defer.Deferred[None] | None:
+        """Replace every worker, new first; refused (logged) while a reload or shutdown runs."""
+        if self.shuttingDown is not None:
+            log.warn("reload refused: shutting down")
+            return None
+        if self.reloading is not None:
+            log.warn("reload refused: a reload is already running (generation {g})",
+                     g=self.generation)  # fmt: skip
+            return None
+        self.generation += 1
+        log.info("reloading {n} workers (generation {g})", n=len(self.workers), g=self.generation)
+        replaced = [self.replace(wid, "reload") for wid in list(self.workers)]
+        all_done = defer.gatherResults(replaced, consumeErrors=True)
+
+        def done(_: Any) -> None:
+            self.reloading = None
+            log.info("reload to generation {g} finished", g=self.generation)
+
+        self.reloading = all_done.addBoth(done)
+        return self.reloading
+
+    def replace(self, wid: int, why: str) -> defer.Deferred[None]:
+        """Start a new worker for ``wid``; once it is ready, drain the old one."""
+        old = self.workers.get(wid)
+        new = self._spawn(wid, self.generation)
+        self.workers[wid] = new
+        log.info("starting {new} to replace {old} ({why})", new=new.describe(),
+                 old=old.describe() if old else "nothing", why=why)  # fmt: skip
+        d: defer.Deferred[None] = defer.Deferred()
+
+        def ready(_: Any) -> None:
+            if old is not None and old.state != "exited":
+                self.retire(old, final=False)
+            d.callback(None)
+
+        def failed(f: Failure) -> None:
+            log.error("{new} could not boot; {old} keeps serving", new=new.describe(),
+                      old=old.describe() if old else "no worker")  # fmt: skip
+            if old is not None and old.state == "ready":
+                self.workers[wid] = old
+            d.callback(None)
+
+        new.ready.addCallbacks(ready, failed)
+        return d
+
+    def retire(self, worker: Worker, final: bool) -> None:
+        """Tell ``worker`` to drain; SIGKILL it if it is still alive after max_wait_time."""
+        if worker.state in ("draining", "exited"):
+            return
+        worker.state = "draining"
+        if worker not in self.retiring:
+            self.retiring.append(worker)
+        try:
+            worker.process.writeToChild(0, encode("drain", final=final))
+        except Exception:
+            pass  # its stdin is gone: it is exiting anyway
+        worker.killCall = self.reactor.callLater(
+            self.settings.max_wait_time + KILL_GRACE, self._kill, worker
+        )
+
+    def _kill(self, worker: Worker) -> None:
+        worker.killCall = None
+        if worker.state == "exited":
+            return
+        log.warn(
+            "{worker} did not exit within max_wait_time={wait}s ({conns} connections open at "
+            "its last report): worker exit timeout, forced termination",
+            worker=worker.describe(), wait=self.settings.max_wait_time, conns=worker.connections,
+        )  # fmt: skip
+        try:
+            worker.process.signalProcess("KILL")
+        except Exception:
+            pass
+
+    # -- exits, crashes, boot failures ---------------------------------------------------------
+    def workerEnded(self, worker: Worker, code: int) -> None:
+        was = worker.state
+        worker.state = "exited"
+        if worker.killCall is not None and worker.killCall.active():
+            worker.killCall.cancel()
+        if worker in self.retiring:
+            self.retiring.remove(worker)
+        if was == "draining":
+            log.info(
+                "{worker} drained and exited (code {code})", worker=worker.describe(), code=code
+            )
+        if not worker.ready.called:
+            worker.ready.errback(Failure(RuntimeError(f"exit code {code} before ready")))
+        worker.exited.callback(code)
+        if was == "draining":
+            pass
+        elif self.shuttingDown is None and self.workers.get(worker.id) is worker:
+            if was == "booting":
+                self._bootFailed(worker, code)
+            else:
+                log.warn("{worker} died unexpectedly (code {code}); respawning",
+                         worker=worker.describe(), code=code)  # fmt: skip
+                self.workers[worker.id] = self._spawn(worker.id, worker.generation)
+        self.writeStatus(force=True)
+
+    def _bootFailed(self, worker: Worker, code: int) -> None:
+        count = self.bootFailures[worker.id] = self.bootFailures.get(worker.id, 0) + 1
+        if count > len(BOOT_BACKOFF):
+            log.error(
+                "worker {id} failed to boot {n} times (last exit code {code}); giving up on "
+                "it: fix the app and reload (see the traceback above)",
+                id=worker.id, n=count, code=code,
+            )  # fmt: skip
+            del self.workers[worker.id]
+            if not self.everReady and not self.workers:
+                log.error("no worker could boot; the master exits")
+                from tx_swoole.tap import exit_after_shutdown
+
+                exit_after_shutdown(BOOT_ERROR_EXIT)
+                self.reactor.stop()
+            return
+        delay = BOOT_BACKOFF[count - 1]
+        log.warn("{worker} failed to boot (exit code {code}); retrying in {delay}s",
+                 worker=worker.describe(), code=code, delay=delay)  # fmt: skip
+        self.reactor.callLater(delay, self._respawnAfterBootFailure, worker)
+
+    def _respawnAfterBootFailure(self, worker: Worker) -> None:
+        if self.shuttingDown is None and self.workers.get(worker.id) is worker:
+            self.workers[worker.id] = self._spawn(worker.id, worker.generation)
+
+    # -- shutdown -------------------------------------------------------------------------------
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        if self.shuttingDown is None:
+            self.shuttingDown = defer.ensureDeferred(self._shutdown())
+        return self.shuttingDown
+
+    async def _shutdown(self) -> None:
+        started = time.monotonic()
+        if self.socket is not None:
+            refuse_new_connections(self.socket)
+        everyone = list(self.workers.values()) + list(self.retiring)
+        log.info("shutting down: draining {n} workers", n=len(everyone))
+        for worker in everyone:
+            if worker.state != "exited":
+                worker.state = "ready" if worker.state == "draining" else worker.state
+                self.retire(worker, final=True)
+        await defer.gatherResults([w.exited for w in everyone if not w.exited.called])
+        if self.socket is not None:
+            self.socket.close()
+        if self.statusPath and os.path.exists(self.statusPath):
+            os.unlink(self.statusPath)
+        log.info("all workers exited after {t:.2f}s; master exits", t=time.monotonic() - started)
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What ``python -m tx_swoole status --json`` prints."""
+        now = self.reactor.seconds()
+        workers = sorted(
+            list(self.workers.values()) + self.retiring, key=lambda w: (w.id, w.generation)
+        )
+        return {
+            "master": {
+                "pid": os.getpid(), "generation": self.generation,
+                "uptime": round(now - self.startedAt, 3), "worker_num": self.settings.worker_num,
+                "reloading": self.reloading is not None,
+            },
+            "workers": [
+                {"id": w.id, "pid": w.pid, "generation": w.generation, "state": w.state,
+                 "age": round(now - w.started, 3), "connections": w.connections,
+                 "requests": w.requests}
+                for w in workers if w.state != "exited"
+            ],
+        }  # fmt: skip
+
+    def writeStatus(self, force: bool = False) -> None:
+        now = self.reactor.seconds()
+        if not self.statusPath or (not force and now - self._lastStatus < STATUS_EVERY):
+            return
+        self._lastStatus = now
+        tmp = self.statusPath + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.status(), f)
+            os.replace(tmp, self.statusPath)
+        except OSError as e:
+            log.warn("cannot write status file {path}: {error}", path=self.statusPath,
+                     error=e.strerror)  # fmt: skip
+
+
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A non-blocking listening TCP socket on ``host:port`` (IPv4 or IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
