@@ -142,3 +142,114 @@ class HalfCloseTransport(SocketStringTransport):
 
     def loseWriteConnection(self) -> None:
         self.writeClosed = True
+
+
+class HTTPLoad:
+    """A bounded HTTP load from threads over raw sockets, classifying every outcome.
+
+    ``ok``: 200 responses; ``refused``: connects refused (a clean way to learn of a shutdown);
+    ``failures``: anything a user would call a dropped request: a reset or EOF after the
+    request was written, a short response, or a non-200 status.
+    """
+
+    REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+    REQUEST_CLOSE = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+
+    def __init__(self, port: int, connections: int = 16, keep_alive: bool = True) -> None:
+        self.port = port
+        self.keep_alive = keep_alive
+        self.ok = 0
+        self.refused = 0
+        self.failures: list[str] = []
+        self.closes = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(connections)
+        ]
+
+    def __enter__(self) -> HTTPLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            if what == "ok":
+                self.ok += 1
+            elif what == "refused":
+                self.refused += 1
+            elif what == "close":
+                self.closes += 1
+            else:
+                self.failures.append(what)
+
+    def _run(self) -> None:
+        import socket as _socket
+
+        sock = None
+        buf = b""
+        while not self._stop.is_set():
+            if sock is None:
+                try:
+                    sock = _socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                except ConnectionRefusedError:
+                    self._count("refused")
+                    time.sleep(0.05)
+                    continue
+                except OSError as e:
+                    self._count(f"connect error {e!r}")
+                    time.sleep(0.05)
+                    continue
+                buf = b""
+            try:
+                sock.sendall(self.REQUEST if self.keep_alive else self.REQUEST_CLOSE)
+                while b"\r\n\r\n" not in buf:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise EOFError("EOF before response")
+                    buf += chunk
+                head, _, rest = buf.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise EOFError("EOF in body")
+                    rest += chunk
+                buf = rest[length:]
+                status = int(head.split(b" ", 2)[1])
+                self._count("ok" if status == 200 else f"status {status}")
+                if b"connection: close" in head.lower() or not self.keep_alive:
+                    self._count("close")
+                    sock.close()
+                    sock = None
+            except ConnectionRefusedError:
+                self._count("refused")
+                sock = None
+            except (OSError, EOFError, ValueError, IndexError) as e:
+                self._count(f"{e.__class__.__name__}: {e}")
+                if sock is not None:
+                    sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False

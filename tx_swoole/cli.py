@@ -46,7 +46,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][:1] != "Z"  # a zombie has exited
+    except OSError:
+        return True
 
 
 def cmd_status(pidfile: str, as_json: bool) -> int:

@@ -7,10 +7,11 @@ a control channel (see :mod:`tx_swoole.process.worker`).
 - **Reload** (``SIGUSR1``, ``python -m tx_swoole reload``, or a worker reaching
   ``max_request``): for each worker id, the replacement is started first; only once it reports
   ready is the old worker told to drain.  A replacement that cannot boot leaves the old worker
-  serving.  A reload requested while one runs is refused with a log line (as Swoole does).
-- **Crash**: a worker that dies after it was ready is respawned at once with its id.  One that
-  fails to boot is retried with backoff (1, 2, 4, 8 s) and then given up with an ERROR; when
-  no worker of the first generation can boot, the master exits with code 3.
+  serving.  A reload requested while one runs is queued (one at most) and starts when it
+  finishes, so code deployed meanwhile is loaded too; further requests are ignored, logged.
+- **Crash**: a worker that dies after it was ready is respawned at once with its id.  When the
+  app cannot boot at start-up the master exits with code 3 (like gunicorn); later, a worker
+  that fails to boot is retried with backoff (1, 2, 4, 8 s), then given up with an ERROR.
 - **Shutdown** (``SIGTERM``/``SIGINT``): no new handshake completes on the socket, workers
   accept what is queued, finish, and exit; stragglers are killed after ``max_wait_time``.
 - Worker log events reach the master's log tagged ``[worker ID pid PID]``.
@@ -135,10 +136,12 @@ class MasterService(Service):
         self.retiring: list[Worker] = []
         self.bootFailures: dict[int, int] = {}
         self.reloading: defer.Deferred[None] | None = None
+        self.reloadQueued = False
         self.shuttingDown: defer.Deferred[None] | None = None
         self.startedAt = reactor.seconds()
         self.everReady = False
         self._lastStatus = 0.0
+        self._statusCall: Any = None
 
     # -- startup ------------------------------------------------------------------------------
     def privilegedStartService(self) -> None:
@@ -225,13 +228,17 @@ class MasterService(Service):
 
     # -- reload and replacement ----------------------------------------------------------------
     def reload(self) -> defer.Deferred[None] | None:
-        """Replace every worker, new first; refused (logged) while a reload or shutdown runs."""
+        """Replace every worker, new first; queued while a reload runs, refused on shutdown."""
         if self.shuttingDown is not None:
             log.warn("reload refused: shutting down")
             return None
         if self.reloading is not None:
-            log.warn("reload refused: a reload is already running (generation {g})",
-                     g=self.generation)  # fmt: skip
+            if not self.reloadQueued:
+                self.reloadQueued = True
+                log.warn("reload queued: a reload is already running (generation {g}); the "
+                         "next one starts when it finishes", g=self.generation)  # fmt: skip
+            else:
+                log.warn("reload ignored: one is running and another is already queued")
             return None
         self.generation += 1
         log.info("reloading {n} workers (generation {g})", n=len(self.workers), g=self.generation)
@@ -241,6 +248,9 @@ class MasterService(Service):
         def done(_: Any) -> None:
             self.reloading = None
             log.info("reload to generation {g} finished", g=self.generation)
+            if self.reloadQueued:
+                self.reloadQueued = False
+                self.reload()
 
         self.reloading = all_done.addBoth(done)
         return self.reloading
@@ -312,6 +322,7 @@ class MasterService(Service):
             )
         if not worker.ready.called:
             worker.ready.errback(Failure(RuntimeError(f"exit code {code} before ready")))
+            worker.ready.addErrback(lambda _: None)  # handled here when nobody waits on it
         worker.exited.callback(code)
         if was == "draining":
             pass
@@ -325,6 +336,14 @@ class MasterService(Service):
         self.writeStatus(force=True)
 
     def _bootFailed(self, worker: Worker, code: int) -> None:
+        if not self.everReady:
+            log.error(
+                "{worker} failed to boot (exit code {code}) before any worker was ready: the "
+                "app cannot start (see its traceback above); the master exits",
+                worker=worker.describe(), code=code,
+            )  # fmt: skip
+            self.fatal(BOOT_ERROR_EXIT)
+            return
         count = self.bootFailures[worker.id] = self.bootFailures.get(worker.id, 0) + 1
         if count > len(BOOT_BACKOFF):
             log.error(
@@ -333,12 +352,9 @@ class MasterService(Service):
                 id=worker.id, n=count, code=code,
             )  # fmt: skip
             del self.workers[worker.id]
-            if not self.everReady and not self.workers:
-                log.error("no worker could boot; the master exits")
-                from tx_swoole.tap import exit_after_shutdown
-
-                exit_after_shutdown(BOOT_ERROR_EXIT)
-                self.reactor.stop()
+            if not self.workers:
+                log.error("no worker left; the master exits")
+                self.fatal(BOOT_ERROR_EXIT)
             return
         delay = BOOT_BACKOFF[count - 1]
         log.warn("{worker} failed to boot (exit code {code}); retrying in {delay}s",
@@ -348,6 +364,14 @@ class MasterService(Service):
     def _respawnAfterBootFailure(self, worker: Worker) -> None:
         if self.shuttingDown is None and self.workers.get(worker.id) is worker:
             self.workers[worker.id] = self._spawn(worker.id, worker.generation)
+
+    def fatal(self, code: int) -> None:
+        """Stop the master; the process then exits with ``code`` (twistd cleans up first)."""
+        from tx_swoole.tap import exit_after_shutdown
+
+        if self.shuttingDown is None:
+            exit_after_shutdown(code)
+            self.reactor.callWhenRunning(self.reactor.stop)
 
     # -- shutdown -------------------------------------------------------------------------------
     def stopService(self) -> defer.Deferred[None]:
@@ -369,6 +393,8 @@ class MasterService(Service):
         await defer.gatherResults([w.exited for w in everyone if not w.exited.called])
         if self.socket is not None:
             self.socket.close()
+        if self._statusCall is not None and self._statusCall.active():
+            self._statusCall.cancel()
         if self.statusPath and os.path.exists(self.statusPath):
             os.unlink(self.statusPath)
         log.info("all workers exited after {t:.2f}s; master exits", t=time.monotonic() - started)
@@ -396,8 +422,19 @@ class MasterService(Service):
 
     def writeStatus(self, force: bool = False) -> None:
         now = self.reactor.seconds()
-        if not self.statusPath or (not force and now - self._lastStatus < STATUS_EVERY):
+        if not self.statusPath:
             return
+        if not force and now - self._lastStatus < STATUS_EVERY:
+            if self._statusCall is None:  # coalesce: write once at the end of the window
+                self._statusCall = self.reactor.callLater(
+                    STATUS_EVERY - (now - self._lastStatus), self.writeStatus, True
+                )
+            return
+        if self._statusCall is not None and self._statusCall.active():
+            self._statusCall.cancel()
+        self._statusCall = None
+        if self.shuttingDown is not None and self.shuttingDown.called:
+            return  # the file is gone with the master
         self._lastStatus = now
         tmp = self.statusPath + ".tmp"
         try:

@@ -275,11 +275,17 @@ class WorkerRuntime:
         self._stats.start(STATS_INTERVAL, now=True)
 
     def _bootFailed(self, failure: Failure) -> None:
-        log.failure("worker {id} (pid {pid}) failed to boot", failure,
-                    id=self.service.workerId, pid=os.getpid())  # fmt: skip
+        log.failure("worker {id} (pid {pid}) failed to boot: {error}", failure,
+                    id=self.service.workerId, pid=os.getpid(),
+                    error=failure.getErrorMessage())  # fmt: skip
         self.control.send("boot_failed", pid=os.getpid(), error=failure.getErrorMessage())
         self.exitCode = BOOT_ERROR_EXIT
-        self.reactor.callLater(0, self.reactor.stop)
+        self.draining = True
+        self.reactor.callLater(0, self.stop)
+
+    def stop(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
 
     def _checkRecycle(self) -> None:
         factory = self.service.factory
@@ -304,7 +310,7 @@ class WorkerRuntime:
         self.draining = True
         d = self.service.drain(final=final)
         d.addErrback(lambda f: log.failure("drain failed", f))
-        d.addBoth(lambda _: self.reactor.stop())
+        d.addBoth(lambda _: self.stop())
 
 
 def max_request_limit(settings: Any, worker_id: int) -> int:

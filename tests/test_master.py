@@ -1,0 +1,257 @@
+"""The master's supervision logic with a fake process reactor and task.Clock."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import pytest
+from twisted.internet import task
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+
+from tx_swoole.config import parse_config
+from tx_swoole.process._control import encode
+from tx_swoole.process.master import BOOT_BACKOFF, KILL_GRACE, MasterService, WorkerProcess
+
+
+class FakeProcess:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.written: list[bytes] = []
+        self.signals: list[str] = []
+
+    def writeToChild(self, fd: int, data: bytes) -> None:
+        assert fd == 0
+        self.written.append(data)
+
+    def signalProcess(self, sig: str) -> None:
+        self.signals.append(sig)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.written]
+
+
+class FakeReactor(task.Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = False
+
+    def callWhenRunning(self, f: Any, *a: Any, **kw: Any) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class Harness:
+    def __init__(self, worker_num: int = 2, max_wait_time: float = 3) -> None:
+        self.reactor = FakeReactor()
+        self.spawned: list[tuple[WorkerProcess, FakeProcess, list[str], dict[int, Any]]] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(5)
+        config = parse_config({
+            "server": {"type": "http", "port": 0, "app": "m:h"},
+            "settings": {"worker_num": worker_num, "max_wait_time": max_wait_time},
+        })  # fmt: skip
+        self.master = MasterService(config, reactor=self.reactor, spawn=self.spawn, sock=self.sock)
+        self.fatal: list[int] = []
+        self.master.fatal = self.fatal.append  # type: ignore[method-assign]
+
+    def spawn(self, proto: WorkerProcess, exe: str, args: list[str], env: Any, childFDs: Any):
+        process = FakeProcess(1000 + len(self.spawned))
+        self.spawned.append((proto, process, args, childFDs))
+        proto.makeConnection(process)  # type: ignore[arg-type]
+        return process
+
+    def proto(self, pid: int) -> WorkerProcess:
+        return next(p for p, proc, _, _ in self.spawned if proc.pid == pid)
+
+    def process(self, pid: int) -> FakeProcess:
+        return next(proc for _, proc, _, _ in self.spawned if proc.pid == pid)
+
+    def ready(self, pid: int) -> None:
+        self.proto(pid).childDataReceived(4, encode("ready", pid=pid))
+
+    def exit(self, pid: int, code: int = 0) -> None:
+        reason = ProcessDone(0) if code == 0 else ProcessTerminated(exitCode=code)
+        self.proto(pid).processEnded(Failure(reason))
+
+    def pids(self) -> dict[int, int]:
+        return {wid: w.pid for wid, w in self.master.workers.items()}
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def h():
+    harness = Harness()
+    yield harness
+    harness.close()
+
+
+def test_spawns_workers_with_stable_ids_socket_and_control_channel(h: Harness) -> None:
+    """worker_num fresh interpreters, ids 0..N-1, the listening socket on fd 3."""
+    h.master.startService()
+    assert h.pids() == {0: 1000, 1: 1001}
+    _, _, args, fds = h.spawned[0]
+    assert args[1:3] == ["-m", "tx_swoole.process.worker"] and args[-2:] == ["0", "1"]
+    assert fds[3] == h.sock.fileno() and fds[0] == "w" and fds[4] == "r"
+
+
+def test_reload_starts_replacement_first_then_drains_old(h: Harness) -> None:
+    """The old worker is told to drain only after its replacement reported ready."""
+    h.master.startService()
+    h.ready(1000)
+    h.ready(1001)
+    h.master.reload()
+    assert h.pids() == {0: 1002, 1: 1003}
+    assert h.process(1000).written == [] and h.process(1001).written == []
+    h.ready(1002)
+    assert h.process(1000).messages() == [{"type": "drain", "final": False}]
+    assert h.process(1001).written == []
+    h.ready(1003)
+    assert h.process(1001).messages() == [{"type": "drain", "final": False}]
+    h.exit(1000)
+    h.exit(1001)
+    assert h.master.reloading is None and h.master.retiring == []
+    assert [w["generation"] for w in h.master.status()["workers"]] == [2, 2]
+
+
+def test_reload_during_reload_queued_once(h: Harness) -> None:
+    """A reload requested while one runs is queued (logged) and starts when it finishes;
+    a third request meanwhile is ignored."""
+    h.master.startService()
+    h.ready(1000)
+    h.ready(1001)
+    assert h.master.reload() is not None
+    with capturedLogs() as events:
+        assert h.master.reload() is None
+        assert h.master.reload() is None
+    assert "queued" in events[0]["log_format"] and "ignored" in events[1]["log_format"]
+    assert len(h.spawned) == 4
+    h.ready(1002)
+    h.ready(1003)  # first reload done: the queued one starts
+    assert len(h.spawned) == 6 and h.master.generation == 3
+
+
+def test_draining_worker_killed_after_max_wait_time(h: Harness) -> None:
+    """A worker that will not exit is SIGKILLed after max_wait_time with a WARNING."""
+    h.master.startService()
+    h.ready(1000)
+    h.ready(1001)
+    h.proto(1000).childDataReceived(4, encode("stats", connections=7, requests=3))
+    h.master.reload()
+    h.ready(1002)
+    h.reactor.advance(3 + KILL_GRACE - 0.01)
+    assert h.process(1000).signals == []
+    with capturedLogs() as events:
+        h.reactor.advance(0.02)
+    assert h.process(1000).signals == ["KILL"]
+    warning = [e for e in events if e["log_level"].name == "warn"][0]
+    assert warning["conns"] == 7 and "pid 1000" in warning["worker"]
+
+
+def test_failed_replacement_keeps_old_worker(h: Harness) -> None:
+    """A replacement that cannot boot (new code broken) leaves the old worker serving."""
+    h.master.startService()
+    h.ready(1000)
+    h.ready(1001)
+    h.master.reload()
+    with capturedLogs():
+        h.exit(1002, code=3)
+    assert h.master.workers[0].pid == 1000 and h.process(1000).written == []
+    assert h.fatal == []
+
+
+def test_crashed_worker_respawned_with_its_id(h: Harness) -> None:
+    """A worker that dies after being ready is respawned at once with the same id."""
+    h.master.startService()
+    h.ready(1000)
+    h.ready(1001)
+    with capturedLogs():
+        h.exit(1001, code=-9)
+    assert h.pids() == {0: 1000, 1: 1002}
+
+
+def test_boot_failure_at_startup_stops_master(h: Harness) -> None:
+    """When the app cannot boot at start-up, the master exits (code 3), no respawn loop."""
+    h.master.startService()
+    with capturedLogs():
+        h.exit(1000, code=3)
+    assert h.fatal == [3] and len(h.spawned) == 2
+
+
+def test_boot_failure_later_backs_off_then_gives_up(h: Harness) -> None:
+    """After the server was up, a worker that keeps failing to boot is retried with backoff
+    and then given up with an ERROR — never respawned in a hot loop."""
+    h.master.startService()
+    h.ready(1000)
+    h.ready(1001)
+    with capturedLogs() as events:
+        h.exit(1001, code=-9)  # crash: immediate respawn (pid 1002)
+        for i, delay in enumerate(BOOT_BACKOFF):
+            h.exit(1002 + i, code=3)
+            count = len(h.spawned)
+            h.reactor.advance(delay - 0.01)
+            assert len(h.spawned) == count
+            h.reactor.advance(0.01)
+            assert len(h.spawned) == count + 1
+        h.exit(1002 + len(BOOT_BACKOFF), code=3)
+    assert 1 not in h.master.workers and h.fatal == []
+    assert any("giving up" in e["log_format"] for e in events)
+
+
+def test_recycle_message_replaces_that_worker(h: Harness) -> None:
+    """A worker that reached max_request gets a replacement, then drains."""
+    h.master.startService()
+    h.ready(1000)
+    h.ready(1001)
+    h.proto(1000).childDataReceived(4, encode("recycle"))
+    assert h.pids() == {0: 1002, 1: 1001}
+    h.ready(1002)
+    assert h.process(1000).messages() == [{"type": "drain", "final": False}]
+
+
+def test_shutdown_drains_all_and_fires_when_exited(h: Harness) -> None:
+    """stopService drains every worker (final) and fires once all have exited."""
+    h.master.startService()
+    h.ready(1000)
+    h.ready(1001)
+    d = h.master.stopService()
+    assert h.process(1000).messages() == [{"type": "drain", "final": True}]
+    assert not d.called
+    h.exit(1000)
+    h.reactor.advance(3 + KILL_GRACE)
+    assert h.process(1001).signals == ["KILL"]
+    h.exit(1001, code=-9)
+    assert d.called and h.master.reload() is None
+
+
+def test_worker_logs_reemitted_with_worker_tag(h: Harness) -> None:
+    """Worker log events reach the master's log tagged with worker id and pid."""
+    h.master.startService()
+    event = {"log_format": "hello {x}", "x": 1, "log_level": {"__class_uuid__":
+             "02e59486-f24d-46ad-8224-3acdf2a5732a", "name": "warn"}, "log_namespace": "app",
+             "log_time": 0}  # fmt: skip
+    with capturedLogs() as events:
+        h.proto(1001).childDataReceived(2, json.dumps(event).encode() + b"\nplain text\n")
+    assert events[0]["log_system"] == "app#warn worker 1 pid 1001"
+    assert events[1]["line"] == "plain text" and events[1]["id"] == 1
+
+
+def test_status_reports_workers(h: Harness) -> None:
+    """status() has the master pid and each worker's id, pid, generation, counts."""
+    h.master.startService()
+    h.ready(1000)
+    h.proto(1000).childDataReceived(4, encode("stats", connections=2, requests=40))
+    status = h.master.status()
+    assert status["master"]["generation"] == 1
+    assert status["workers"][0] | {"age": 0} == {
+        "id": 0, "pid": 1000, "generation": 1, "state": "ready", "age": 0, "connections": 2,
+        "requests": 40,
+    }  # fmt: skip

@@ -1,0 +1,223 @@
+"""Real ``twistd swoole`` masters with worker processes, driven by signals and real clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .support import EXAMPLES, HTTPLoad, Twistd, pid_alive, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def start(
+    tmp: Path,
+    settings: dict[str, Any],
+    app: str = "http_hello:handler",
+    kind: str = "http",
+    events: dict[str, str] | None = None,
+) -> tuple[Twistd, int, Path]:
+    pidfile = tmp / "master.pid"
+    cfg = write_config(
+        tmp, {"type": kind, "port": 0, "app": app}, {"max_wait_time": 3, **settings}, events
+    )
+    server = Twistd(cfg, f"--pidfile={pidfile}", cwd=EXAMPLES)
+    port = int(server.wait_for(rb"listening on 127.0.0.1:(\d+)")[0].group(1))
+    server.wait_for(rb"ready", count=settings.get("worker_num", 1))
+    return server, port, pidfile
+
+
+def status(pidfile: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "tx_swoole", "status", "--pidfile", str(pidfile), "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def worker_pids(pidfile: Path) -> set[int]:
+    return {w["pid"] for w in status(pidfile)["workers"]}
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "close"])
+def test_reload_three_times_under_load_drops_nothing(tmp_path: Path, keep_alive: bool) -> None:
+    """Three SIGUSR1 reloads 1.5 s apart under load: 0 failed, all workers replaced, no old
+    worker alive after max_wait_time."""
+    server, port, pidfile = start(tmp_path, {"worker_num": 2})
+    with server:
+        time.sleep(1.2)  # status file written
+        first = worker_pids(pidfile)
+        with HTTPLoad(port, connections=12, keep_alive=keep_alive) as load:
+            time.sleep(1)
+            for _ in range(3):
+                server.signal(signal.SIGUSR1)
+                time.sleep(1.5)
+            time.sleep(1)
+        assert load.failures == [] and load.refused == 0 and load.ok > 500
+        server.wait_for(rb"reload to generation 4 finished")
+        wait_until(lambda: status(pidfile)["master"]["generation"] == 4)
+        now = status(pidfile)
+        assert {w["generation"] for w in now["workers"]} == {4} and len(now["workers"]) == 2
+        assert not first & {w["pid"] for w in now["workers"]}
+        time.sleep(3.5)
+        assert not any(pid_alive(p) for p in first)
+        assert server.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_max_request_recycles_workers_without_failures(tmp_path: Path) -> None:
+    """worker_num = 1, max_request = 500: thousands of keep-alive requests → several worker
+    generations, 0 failed."""
+    server, port, pidfile = start(tmp_path, {"worker_num": 1, "max_request": 500})
+    with server, HTTPLoad(port, connections=8) as load:
+        server.wait_for(rb"max_request reached", count=3, timeout=45)
+        load.stop()
+        assert load.failures == [] and load.refused == 0 and load.ok >= 1500
+        pids = {int(m.group(1)) for m in server.wait_for(rb"worker 0 \(pid (\d+)\) serving")}
+        assert len(pids) >= 3
+
+
+@pytest.mark.timeout(60)
+def test_crashed_worker_respawned_with_its_id_and_logs_tagged(tmp_path: Path) -> None:
+    """kill -9 a worker: a new one with the same id serves within a second; worker log lines
+    reach the master's log tagged with worker id and pid."""
+    server, port, pidfile = start(tmp_path, {"worker_num": 2})
+    with server:
+        server.wait_for(rb"tx_swoole.worker#info worker 0 pid \d+\] worker 0 \(pid \d+\) serving")
+        time.sleep(1.2)
+        before = {w["id"]: w["pid"] for w in status(pidfile)["workers"]}
+        os.kill(before[1], signal.SIGKILL)
+        started = time.monotonic()
+        server.wait_for(rb"worker 1 \(pid %d, generation 1\) died unexpectedly" % before[1])
+        server.wait_for(rb"worker 1 \(pid \d+, generation 1\) ready", count=2)
+        assert time.monotonic() - started < 1.5
+        wait_until(lambda: {w["id"] for w in status(pidfile)["workers"]} == {0, 1}
+                   and before[1] not in worker_pids(pidfile))  # fmt: skip
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.timeout(60)
+def test_app_that_cannot_boot_stops_master_with_traceback(tmp_path: Path) -> None:
+    """An app import error in the workers is reported with its traceback; the master exits 3
+    instead of respawning in a loop."""
+    cfg = write_config(tmp_path, {"type": "http", "port": 0, "app": "no_such_mod:handler"},
+                       {"worker_num": 2})  # fmt: skip
+    server = Twistd(cfg, cwd=EXAMPLES)
+    assert server.proc.wait(30) == 3
+    server.stop()
+    assert b"cannot import 'no_such_mod'" in server.output and b"Traceback" in server.output
+    assert server.output.count(b"tx_swoole.process.worker") <= 4  # two boots, no loop
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_under_load_no_reset_exit_0_pidfile_removed(tmp_path: Path) -> None:
+    """SIGTERM under keep-alive load: every request gets an answer (clients learn of the
+    shutdown only by Connection: close or a refused connect); exit 0 within 2 x max_wait_time;
+    pid file removed; no worker left behind."""
+    server, port, pidfile = start(tmp_path, {"worker_num": 2})
+    time.sleep(1.2)
+    workers = worker_pids(pidfile)
+    with HTTPLoad(port, connections=16) as load:
+        time.sleep(1.5)
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        code = server.proc.wait(10)
+        took = time.monotonic() - started
+        time.sleep(0.5)
+    server.stop()
+    assert code == 0 and took <= 6
+    assert load.failures == [] and load.ok > 100 and load.refused > 0
+    assert not pidfile.exists() and not Path(str(pidfile) + ".status.json").exists()
+    assert not any(pid_alive(p) for p in workers)
+
+
+@pytest.mark.timeout(60)
+def test_workers_exit_when_master_dies(tmp_path: Path) -> None:
+    """No orphan survives its master: workers notice and exit on their own."""
+    server, _, pidfile = start(tmp_path, {"worker_num": 2})
+    time.sleep(1.2)
+    workers = worker_pids(pidfile)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(5)
+    wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=8)
+
+
+@pytest.mark.timeout(60)
+def test_cli_status_reload_stop(tmp_path: Path) -> None:
+    """python -m tx_swoole status/reload/stop work against a running master."""
+    server, _, pidfile = start(tmp_path, {"worker_num": 2})
+    with server:
+        time.sleep(1.2)
+        cli = [sys.executable, "-m", "tx_swoole"]
+        where = ["--pidfile", str(pidfile)]
+        text = subprocess.run([*cli, "status", *where], capture_output=True, text=True).stdout
+        assert f"master pid {server.proc.pid}" in text and "requests" in text
+        out = subprocess.run([*cli, "reload", *where], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and "reloaded: generation 2" in out.stdout
+        out = subprocess.run([*cli, "stop", *where], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and "exited" in out.stdout
+        assert server.proc.wait(5) == 0
+
+
+@pytest.mark.timeout(60)
+def test_new_connections_spread_across_workers(tmp_path: Path) -> None:
+    """With 2 workers on one socket, neither takes under 30% of new connections."""
+    server, port, pidfile = start(tmp_path, {"worker_num": 2})
+    with server:
+        with HTTPLoad(port, connections=8, keep_alive=False) as load:
+            wait_until(lambda: load.ok >= 1500, timeout=30)
+        time.sleep(1.5)  # stats reach the master every second
+        counts = [w["requests"] for w in status(pidfile)["workers"]]
+        assert load.failures == []
+        print("spread", counts)
+        assert min(counts) / sum(counts) >= 0.30, counts
+
+
+@pytest.mark.timeout(60)
+def test_long_tcp_connections_during_reload(tmp_path: Path) -> None:
+    """During a reload new connections reach the new worker while the old one's connections
+    stay open until its worker_exit hook or the max_wait_time deadline closes them."""
+    server, port, pidfile = start(
+        tmp_path, {"worker_num": 1, "max_wait_time": 1.5}, app="tcp_echo:Echo", kind="tcp"
+    )
+    with server:
+        old = socket.create_connection(("127.0.0.1", port), timeout=5)
+        old.sendall(b"a")
+        assert old.recv(1) == b"a"
+        server.signal(signal.SIGUSR1)
+        server.wait_for(rb"generation 2\) ready")
+        new = socket.create_connection(("127.0.0.1", port), timeout=5)
+        new.sendall(b"b")
+        assert new.recv(1) == b"b"
+        old.sendall(b"c")  # the draining worker still serves its connection
+        assert old.recv(1) == b"c"
+        started = time.monotonic()
+        try:
+            assert old.recv(1) == b""
+        except ConnectionResetError:
+            pass  # forced termination at the deadline aborts, as Swoole does
+        assert 0.5 < time.monotonic() - started < 4
+        server.wait_for(rb"still had 1 connections open after max_wait_time=1.5s")
+        new.sendall(b"d")
+        assert new.recv(1) == b"d"
