@@ -1,0 +1,188 @@
+"""Redis pub/sub on a dedicated connection that resubscribes after every reconnect.
+
+``ps = pool.pubsub()``; ``await ps.subscribe("news", callback=on_message)`` where
+``on_message(channel, message)``; ``await ps.psubscribe("news.*", callback=...)`` for
+patterns; ``await ps.unsubscribe("news")``; ``await ps.close()``.
+
+Resource handling: one connection per PubSub, kept by Twisted's ``ClientService`` (reconnects
+with jittered backoff); ``close()`` stops it.  Error handling: a callback that raises is logged
+with its traceback and the others keep receiving; while disconnected, ``subscribe`` waits for
+the connection (up to the pool's ``connect_timeout``) and then raises ``RedisConnectionError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
+
+from tx_swoole._log import SwooleLogger
+from tx_swoole.clients._resp import pack_command
+from tx_swoole.errors import RedisConnectionError, RedisProtocolError, RedisReplyError
+
+if TYPE_CHECKING:
+    from tx_swoole.clients.redis import RedisPool
+
+from tx_swoole.clients.redis import RedisConnection
+
+log = SwooleLogger("tx_swoole.redis.pubsub")
+Callback = Callable[[Any, Any], Any]
+_PUSH = {b"message", b"pmessage", "message", "pmessage"}
+
+
+class PubSubConnection(RedisConnection):
+    """A connection in subscribed mode: pushes go to callbacks, confirmations to the FIFO."""
+
+    pubsub: PubSub
+
+    def connectionMade(self) -> None:
+        self.pubsub._connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            replies = self.reader.feed(data)
+        except RedisProtocolError as e:
+            self.abort(RedisProtocolError(f"{self.address}: {e}"))
+            return
+        for reply in replies:
+            if isinstance(reply, list) and reply and reply[0] in _PUSH:
+                self.pubsub._dispatch(reply)
+                continue
+            if not self.pending:
+                continue  # a confirmation nobody waits for (resubscribe after reconnect)
+            d, _, _ = self.pending.popleft()
+            if d is None:
+                continue
+            if isinstance(reply, RedisReplyError):
+                d.errback(RedisReplyError(f"{reply} ({self.address})"))
+            else:
+                d.callback(reply)
+
+
+class PubSub:
+    """Subscriptions of one subscriber; see the module docstring."""
+
+    def __init__(self, pool: RedisPool) -> None:
+        self.pool = pool
+        self.channels: dict[Any, Callback] = {}
+        self.patterns: dict[Any, Callback] = {}
+        self.connection: PubSubConnection | None = None
+        self._service: ClientService | None = None
+
+    def _start(self) -> ClientService:
+        if self._service is None:
+            pool = self.pool
+            timeout = pool.connectTimeout or 30.0
+            if pool.unixSocket:
+                endpoint: Any = UNIXClientEndpoint(pool.reactor, pool.unixSocket, timeout=timeout)
+            else:
+                endpoint = TCP4ClientEndpoint(pool.reactor, pool.host, pool.port, timeout=timeout)
+                if pool.tls is not None:
+                    endpoint = wrapClientTLS(pool.tls, endpoint)
+
+            def build() -> PubSubConnection:
+                conn = PubSubConnection(pool.address, pool.encoding, pool.reactor, 0)
+                conn.pubsub = self
+                return conn
+
+            self._service = ClientService(
+                endpoint, Factory.forProtocol(build),
+                retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=10.0), clock=pool.reactor,
+            )  # fmt: skip
+            self._service.startService()
+        return self._service
+
+    def _connected(self, conn: PubSubConnection) -> None:
+        self.connection = conn
+        conn.lost.addCallback(lambda _: self._lost(conn))
+        data = b""
+        if self.pool.password is not None:
+            auth: tuple[Any, ...] = ("AUTH", self.pool.password)
+            if self.pool.username is not None:
+                auth = ("AUTH", self.pool.username, self.pool.password)
+            data += pack_command(auth)
+        if self.channels:
+            data += pack_command(("SUBSCRIBE", *self.channels))
+        if self.patterns:
+            data += pack_command(("PSUBSCRIBE", *self.patterns))
+        if data:
+            log.info("pub/sub connection to {address} (re)established: resubscribing "
+                     "{n} channels, {m} patterns", address=self.pool.address,
+                     n=len(self.channels), m=len(self.patterns))  # fmt: skip
+            transport: Any = conn.transport
+            transport.write(data)
+
+    def _lost(self, conn: PubSubConnection) -> None:
+        if self.connection is conn:
+            self.connection = None
+
+    async def _conn(self) -> PubSubConnection:
+        service = self._start()
+        timeout = self.pool.connectTimeout or 30.0
+        d = service.whenConnected(failAfterFailures=None)
+        d.addTimeout(timeout, self.pool.reactor)
+        try:
+            conn: Any = await d
+        except defer.TimeoutError:
+            raise RedisConnectionError(
+                f"pub/sub connection to {self.pool.address} not established within {timeout}s"
+            ) from None
+        assert isinstance(conn, PubSubConnection)
+        return conn
+
+    async def _command(self, verb: str, names: tuple[Any, ...]) -> None:
+        conn = await self._conn()
+        await conn.send(pack_command((verb, *names)), count=max(len(names), 1))
+
+    async def subscribe(self, *channels: Any, callback: Callback) -> None:
+        """Subscribe to ``channels``; ``callback(channel, message)`` gets each message."""
+        for c in channels:
+            self.channels[self._key(c)] = callback
+        await self._command("SUBSCRIBE", channels)
+
+    async def psubscribe(self, *patterns: Any, callback: Callback) -> None:
+        """Subscribe to glob ``patterns``; ``callback(channel, message)`` gets each message."""
+        for p in patterns:
+            self.patterns[self._key(p)] = callback
+        await self._command("PSUBSCRIBE", patterns)
+
+    async def unsubscribe(self, *channels: Any) -> None:
+        for c in channels:
+            self.channels.pop(self._key(c), None)
+        await self._command("UNSUBSCRIBE", channels)
+
+    async def punsubscribe(self, *patterns: Any) -> None:
+        for p in patterns:
+            self.patterns.pop(self._key(p), None)
+        await self._command("PUNSUBSCRIBE", patterns)
+
+    def _key(self, name: Any) -> Any:
+        if self.pool.encoding:
+            return name.decode(self.pool.encoding) if isinstance(name, bytes) else name
+        return name.encode() if isinstance(name, str) else name
+
+    def _dispatch(self, reply: list[Any]) -> None:
+        if reply[0] in (b"message", "message"):
+            callback, channel, message = self.channels.get(reply[1]), reply[1], reply[2]
+        else:
+            callback, channel, message = self.patterns.get(reply[1]), reply[2], reply[3]
+        if callback is None:
+            return
+        try:
+            result = callback(channel, message)
+            if isinstance(result, defer.Deferred) or hasattr(result, "__await__"):
+                defer.ensureDeferred(result).addErrback(
+                    lambda f: log.failure("pub/sub callback failed", f)
+                )
+        except Exception:
+            log.failure("pub/sub callback for {channel!r} failed", channel=channel)
+
+    async def close(self) -> None:
+        """Stop the subscriber and its connection."""
+        if self._service is not None:
+            await self._service.stopService()
+            self._service = None
