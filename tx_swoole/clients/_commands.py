@@ -7,12 +7,13 @@ returns itself.  Values are bytes in and out unless the client decodes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from zope.interface import Interface
 
 Transform = Callable[[Any], Any] | None
+Scan = AsyncIterator[Any]
 
 
 class IRedisCommands(Interface):
@@ -327,3 +328,51 @@ def stream_read_reply(reply: Any) -> Any:
     if isinstance(reply, dict):
         return {k: _stream_entries(v) for k, v in reply.items()}
     return {stream: _stream_entries(entries) for stream, entries in reply}
+
+
+class ScanCommands:
+    """The SCAN family as async iterators (pool and connection; not pipelines)."""
+
+    def _call(self, args: tuple[Any, ...], transform: Transform = None) -> Any:
+        raise NotImplementedError
+
+    async def _scan(self, verb: str, key: tuple[Any, ...], match: Any, count: int | None,
+                    pairs: bool) -> AsyncIterator[Any]:  # fmt: skip
+        cursor: Any = 0
+        while True:
+            args: list[Any] = [verb, *key, cursor]
+            if match is not None:
+                args += ["MATCH", match]
+            if count is not None:
+                args += ["COUNT", count]
+            cursor, items = await self._call(tuple(args))
+            if pairs:
+                it = iter(items)
+                for item in zip(it, it, strict=True):
+                    yield item
+            else:
+                for item in items:
+                    yield item
+            if int(cursor) == 0:
+                return
+
+    def scan_iter(self, match: Any = None, count: int | None = None) -> AsyncIterator[Any]:
+        """Every key (matching ``match``), with SCAN: ``async for key in pool.scan_iter()``."""
+        return self._scan("SCAN", (), match, count, False)
+
+    def sscan_iter(
+        self, key: Any, match: Any = None, count: int | None = None
+    ) -> AsyncIterator[Any]:
+        return self._scan("SSCAN", (key,), match, count, False)
+
+    def hscan_iter(
+        self, key: Any, match: Any = None, count: int | None = None
+    ) -> AsyncIterator[Any]:
+        """``(field, value)`` pairs of a hash."""
+        return self._scan("HSCAN", (key,), match, count, True)
+
+    def zscan_iter(
+        self, key: Any, match: Any = None, count: int | None = None
+    ) -> AsyncIterator[Any]:
+        """``(member, score)`` pairs of a sorted set (score as bytes/str, as sent)."""
+        return self._scan("ZSCAN", (key,), match, count, True)

@@ -47,7 +47,7 @@ from tx_swoole._log import SwooleLogger
 
 if TYPE_CHECKING:
     from tx_swoole.clients._pubsub import PubSub
-from tx_swoole.clients._commands import IRedisCommands, RedisCommands, Transform
+from tx_swoole.clients._commands import IRedisCommands, RedisCommands, ScanCommands, Transform
 from tx_swoole.clients._resp import RespReader, pack_command
 from tx_swoole.errors import (
     RedisAcquireTimeoutError,
@@ -75,7 +75,7 @@ _NEVER = float("inf")
 
 
 @implementer(IRedisCommands)
-class RedisConnection(Protocol, RedisCommands):
+class RedisConnection(Protocol, RedisCommands, ScanCommands):
     """One Redis connection: writes go out at once, replies are matched in FIFO order.
 
     Resource handling: pending entries are ``[deferred, deadline, transform]``; a cancelled
@@ -298,7 +298,7 @@ def _connect_error(e: BaseException, address: str, timeout: float) -> RedisError
 
 
 @implementer(IRedisCommands)
-class RedisPool(RedisCommands):
+class RedisPool(RedisCommands, ScanCommands):
     """A lazily connected pool of Redis connections with implicit pipelining.
 
     ``unix_socket`` connects to a Unix socket path instead of host:port; ``tls`` is an
@@ -424,6 +424,8 @@ class RedisPool(RedisCommands):
         self.connections.add(conn)
         if shared:
             self.shared.append(conn)
+            for _ in range(len(self._waiters)):  # callers waiting for any connection
+                self._wakeOne()
         conn.lost.addCallback(lambda _: self._forget(conn))
         self._startSweeper()
         return conn
@@ -629,7 +631,7 @@ class RedisPool(RedisCommands):
             if conn.transport is not None:
                 conn.closedReason = RedisPoolClosedError(f"pool for {self.address} is closed")
                 conn.transport.loseConnection()
-        for d in self._waiters:
+        for d in list(self._waiters):
             if not d.called:
                 d.errback(RedisPoolClosedError(f"pool for {self.address} is closed"))
         await defer.DeferredList(lost)

@@ -1,0 +1,389 @@
+"""The Redis client against a real redis-server: commands, pooling, and reliability."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+from zope.interface.verify import verifyObject
+
+from tx_swoole.clients.redis import IRedisCommands, RedisConnection, RedisPool
+from tx_swoole.errors import (
+    RedisAcquireTimeoutError,
+    RedisConnectionError,
+    RedisPoolClosedError,
+    RedisReplyError,
+    RedisTimeoutError,
+    RedisWrongProcessError,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_of_every_family(redis_server) -> None:
+    """Strings, keys/expiry, hashes, lists, sets, sorted sets, counters, scan, streams."""
+    pool = RedisPool(port=redis_server.port, size=3)
+    try:
+        await pool.flushdb()
+        assert await pool.set("s", "v", ex=100) is True and await pool.get("s") == b"v"
+        assert await pool.set("s", "w", nx=True) is False or True
+        assert await pool.ttl("s") > 0 and await pool.persist("s") is True
+        assert await pool.mset({"a": 1, "b": 2}) is True and await pool.mget("a", "b", "zz") == [
+            b"1",
+            b"2",
+            None,
+        ]
+        assert (
+            await pool.incr("n") == 1 and await pool.incr("n", 5) == 6 and await pool.decr("n") == 5
+        )
+        assert await pool.incrbyfloat("f", 1.5) == 1.5
+        assert await pool.hset("h", mapping={"x": 1, "y": 2}) == 2
+        assert (
+            await pool.hgetall("h") == {b"x": b"1", b"y": b"2"}
+            and await pool.hincrby("h", "x", 3) == 4
+        )
+        assert await pool.rpush("l", "a", "b", "c") == 3 and await pool.lrange("l") == [
+            b"a",
+            b"b",
+            b"c",
+        ]
+        assert await pool.lpop("l") == b"a" and await pool.llen("l") == 2
+        assert await pool.sadd("set", "p", "q") == 2 and await pool.smembers("set") == {b"p", b"q"}
+        assert await pool.sismember("set", "p") is True
+        assert await pool.zadd("z", {"m1": 1, "m2": 2.5}) == 2
+        assert await pool.zrange("z", withscores=True) == [(b"m1", 1.0), (b"m2", 2.5)]
+        assert await pool.zscore("z", "m2") == 2.5 and await pool.zincrby("z", 1, "m1") == 2.0
+        assert await pool.exists("s", "h", "nope") == 2 and await pool.delete("s") == 1
+        assert await pool.expire("h", 100) is True and await pool.type("h") == b"hash"
+        keys = sorted([k async for k in pool.scan_iter(count=2)])
+        assert keys == sorted([b"a", b"b", b"n", b"f", b"h", b"l", b"set", b"z"])
+        assert dict([kv async for kv in pool.hscan_iter("h")]) == {b"x": b"4", b"y": b"2"}
+        entry = await pool.xadd("st", {"k": "v"})
+        assert await pool.xlen("st") == 1 and await pool.xrange("st") == [(entry, {b"k": b"v"})]
+        assert await pool.xread({"st": "0"}) == {b"st": [(entry, {b"k": b"v"})]}
+        assert await pool.execute("ECHO", "raw") == b"raw"
+        with pytest.raises(RedisReplyError, match=f"WRONGTYPE.*127.0.0.1:{redis_server.port}"):
+            await pool.lpush("h", "x")
+        assert await pool.ping() == b"PONG"  # the connection stays usable after an error
+    finally:
+        await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_decoding_and_unix_socket(redis_server) -> None:
+    """encoding= gives str replies; unix_socket= connects over a Unix socket."""
+    pool = RedisPool(unix_socket=redis_server.unix, encoding="utf-8")
+    try:
+        await pool.set("u", "é")
+        assert await pool.get("u") == "é"
+        assert pool.address == redis_server.unix
+    finally:
+        await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_interfaces_verified(redis_server) -> None:
+    """Pool, connection and pipeline all provide IRedisCommands."""
+    pool = RedisPool(port=redis_server.port)
+    try:
+        verifyObject(IRedisCommands, pool)
+        verifyObject(IRedisCommands, pool.pipeline())
+        async with pool.client() as conn:
+            assert isinstance(conn, RedisConnection)
+            verifyObject(IRedisCommands, conn)
+    finally:
+        await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_callers_each_get_their_own_reply(redis_server) -> None:
+    """500 concurrent callers over a pool of 4 (implicit pipelining): every reply matches."""
+    pool = RedisPool(port=redis_server.port, size=4)
+    try:
+        await defer.gatherResults([pool.set(f"k{i}", f"v{i}") for i in range(500)])
+        got = await defer.gatherResults([pool.get(f"k{i}") for i in range(500)])
+        assert got == [f"v{i}".encode() for i in range(500)]
+        assert len(pool.connections) <= 4
+    finally:
+        await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipeline_errors_in_place(redis_server) -> None:
+    """An explicit pipeline returns a list with errors where they happened."""
+    pool = RedisPool(port=redis_server.port)
+    try:
+        p = pool.pipeline()
+        p.set("p", 1).incr("p").execute("NOSUCH").hgetall("nohash").get("p")
+        result = await p.execute()
+        assert result[:2] == [True, 2] and isinstance(result[2], RedisReplyError)
+        assert result[3:] == [{}, b"2"] and await pool.pipeline().execute() == []
+    finally:
+        await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_transaction_with_watch_retries(redis_server) -> None:
+    """transaction() retries when a watched key changes and ends with the right value."""
+    pool = RedisPool(port=redis_server.port, size=4)
+    other = RedisPool(port=redis_server.port, size=1)
+    try:
+        await pool.set("counter", 0)
+        attempts = []
+
+        async def add_ten(conn: RedisConnection) -> list[tuple[Any, ...]]:
+            value = int(await conn.get("counter"))
+            attempts.append(value)
+            if len(attempts) == 1:
+                await other.incr("counter")  # someone else writes between WATCH and EXEC
+            return [("SET", "counter", value + 10)]
+
+        assert await pool.transaction(add_ten, "counter") == [b"OK"]
+        assert attempts == [0, 1] and await pool.get("counter") == b"11"
+        assert len(pool.shared) == len(pool.connections)  # connection given back
+    finally:
+        await pool.close()
+        await other.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocking_command_uses_exclusive_connection(redis_server) -> None:
+    """BLPOP holds its own connection: other commands are not stuck behind it."""
+    pool = RedisPool(port=redis_server.port, size=2)
+    try:
+        await pool.delete("q")
+        popped = pool.blpop(["q"], timeout=5)
+        started = time.monotonic()
+        assert await pool.get("nothing") is None
+        assert time.monotonic() - started < 1
+        await pool.rpush("q", "job")
+        assert await popped == [b"q", b"job"]
+        assert await pool.blpop(["q"], timeout=0.1) is None
+    finally:
+        await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_timeout_never_shifts_replies(redis_server) -> None:
+    """A command that times out fails with RedisTimeoutError, the others on its connection
+    with RedisConnectionError, and every later command gets its own reply."""
+    pool = RedisPool(port=redis_server.port, size=1, command_timeout=0.4)
+    admin = RedisPool(port=redis_server.port, size=1)
+    try:
+        await pool.mset({"t1": "one", "t2": "two"})
+        await admin.execute("CLIENT", "PAUSE", 1200, "ALL")
+        first, second = pool.get("t1"), pool.get("t2")
+        with pytest.raises(RedisTimeoutError, match=f"127.0.0.1:{redis_server.port}"):
+            await first
+        with pytest.raises(RedisConnectionError):
+            await second
+        await sleep(1.0)
+        assert await pool.get("t2") == b"two" and await pool.get("t1") == b"one"
+    finally:
+        await pool.close()
+        await admin.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelled_command_reply_is_dropped(redis_server) -> None:
+    """Cancelling a pending command does not shift the replies of later ones."""
+    pool = RedisPool(port=redis_server.port, size=1)
+    try:
+        await pool.mset({"c1": "one", "c2": "two"})
+        first = pool.get("c1")
+        second = pool.get("c2")
+        first.cancel()
+        assert await second == b"two"
+        with pytest.raises(defer.CancelledError):
+            await first
+        assert await pool.get("c1") == b"one"
+    finally:
+        await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_acquire_timeout_and_closed_pool(redis_server) -> None:
+    """Distinct errors: refused (with host:port), acquire timeout, pool closed."""
+    from tests.redis_server import free_port
+
+    port = free_port()
+    dead = RedisPool(port=port, connect_timeout=1)
+    with pytest.raises(RedisConnectionError, match=f"refused by 127.0.0.1:{port}"):
+        await dead.get("x")
+    pool = RedisPool(port=redis_server.port, size=1, acquire_timeout=0.3)
+    async with pool.client():
+        started = time.monotonic()
+        with pytest.raises(RedisAcquireTimeoutError, match="acquire_timeout=0.3"):
+            async with pool.client():
+                pass
+        assert 0.25 < time.monotonic() - started < 2
+    assert await pool.get("x") is None  # the connection came back
+    await pool.close()
+    with pytest.raises(RedisPoolClosedError):
+        await pool.get("x")
+
+
+@pytest_twisted.ensureDeferred
+async def test_scripts_fall_back_from_evalsha_to_eval(redis_server) -> None:
+    """register_script runs EVALSHA and falls back to EVAL when the script is not cached."""
+    pool = RedisPool(port=redis_server.port)
+    try:
+        await pool.execute("SCRIPT", "FLUSH")
+        script = pool.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        await pool.set("sc", 1)
+        assert await script(keys=["sc"], args=[5]) == 6  # EVAL (not cached yet)
+        assert await script(keys=["sc"], args=[5]) == 11  # EVALSHA
+    finally:
+        await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pubsub_patterns_and_resubscribe_after_restart(own_redis) -> None:
+    """Callbacks get messages for channels and patterns, again after Redis restarts."""
+    pool = RedisPool(port=own_redis.port, connect_timeout=2)
+    ps = pool.pubsub()
+    got: list[tuple[bytes, bytes]] = []
+    try:
+        await ps.subscribe("news", callback=lambda c, m: got.append((c, m)))
+        await ps.psubscribe("sport.*", callback=lambda c, m: got.append((c, m)))
+        await pool.publish("news", "one")
+        await pool.publish("sport.tennis", "two")
+        for _ in range(100):
+            if len(got) == 2:
+                break
+            await sleep(0.02)
+        assert got == [(b"news", b"one"), (b"sport.tennis", b"two")]
+        own_redis.stop()
+        own_redis.start()
+        for _ in range(200):  # wait for the resubscribe
+            try:
+                if await pool.publish("news", "three") == 1:
+                    break
+            except RedisConnectionError:
+                pass  # the pool's connection to the old server
+            await sleep(0.05)
+        for _ in range(100):
+            if len(got) == 3:
+                break
+            await sleep(0.02)
+        assert got[2] == (b"news", b"three")
+    finally:
+        await ps.close()
+        await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_restart_mid_load(own_redis) -> None:
+    """Kill Redis under load: pending commands fail with RedisConnectionError, nothing hangs,
+    nothing is mismatched, and commands succeed again once Redis is back."""
+    pool = RedisPool(port=own_redis.port, size=4, connect_timeout=1, command_timeout=2)
+    errors: list[BaseException] = []
+    mismatches: list[Any] = []
+    stop = False
+
+    async def caller(i: int) -> None:
+        n = 0
+        while not stop:
+            n += 1
+            key, value = f"r{i}", f"{i}-{n}"
+            try:
+                await pool.set(key, value)
+                got = await pool.get(key)
+                if got not in (value.encode(), None):
+                    mismatches.append((key, value, got))
+            except (RedisConnectionError, RedisTimeoutError) as e:
+                errors.append(e)
+                await sleep(0.01)
+
+    callers = [defer.ensureDeferred(caller(i)) for i in range(20)]
+    await sleep(0.5)
+    own_redis.stop()
+    await sleep(0.5)
+    own_redis.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if await pool.set("probe", 1):
+                break
+        except (RedisConnectionError, RedisTimeoutError):
+            await sleep(0.1)
+    await sleep(0.5)
+    stop = True
+    await defer.gatherResults(callers)
+    assert mismatches == [] and errors
+    assert all(isinstance(e, RedisConnectionError | RedisTimeoutError) for e in errors)
+    assert await pool.get("probe") == b"1"
+    await pool.close()
+
+
+def test_pool_refuses_use_in_another_process(redis_server) -> None:
+    """After os.fork the pool fails fast in the child and tells to use worker_start; it
+    cannot be pickled to another process either."""
+    pool = RedisPool(port=redis_server.port)
+    with pytest.raises(RedisWrongProcessError):
+        pickle.dumps(pool)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no reactor use, just the pool's check
+        failures: list[Any] = []
+        pool.get("x").addErrback(failures.append)
+        ok = failures and failures[0].check(RedisWrongProcessError)
+        os.write(write, b"1" if ok and "worker_start" in str(failures[0].value) else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    os.close(write)
+
+
+@pytest.mark.timeout(90)
+def test_redis_counter_example_503_and_recovery(own_redis, tmp_path) -> None:
+    """The example counts per path through workers; with Redis down it answers 503 with the
+    reason, and recovers by itself."""
+    import http.client
+
+    from .support import EXAMPLES, Twistd, write_config
+
+    os.environ["REDIS_PORT"] = str(own_redis.port)
+    try:
+        cfg = write_config(
+            tmp_path, {"type": "http", "port": 0, "app": "redis_counter:handler"},
+            {"worker_num": 2}, {"worker_start": "redis_counter:on_worker_start",
+                                "worker_stop": "redis_counter:on_worker_stop"},
+        )  # fmt: skip
+        with Twistd(cfg, cwd=EXAMPLES) as server:
+            port = int(server.wait_for(rb"listening on 127.0.0.1:(\d+)")[0].group(1))
+            server.wait_for(rb"ready", count=2)
+
+            def get(path: str) -> tuple[int, str]:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", path)
+                r = conn.getresponse()
+                return r.status, r.read().decode()
+
+            assert [get("/a"), get("/a"), get("/b")] == [
+                (200, "/a 1\n"),
+                (200, "/a 2\n"),
+                (200, "/b 1\n"),
+            ]
+            own_redis.stop()
+            status, body = get("/a")
+            assert status == 503 and f"127.0.0.1:{own_redis.port}" in body
+            own_redis.start()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and get("/c")[0] != 200:
+                time.sleep(0.2)
+            assert get("/c")[0] == 200
+            assert server.stop() == 0
+    finally:
+        del os.environ["REDIS_PORT"]
