@@ -36,6 +36,7 @@ setup(
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
+            "twisted[tls]",  # the Redis TLS test (pyOpenSSL, service_identity)
         ],
         "dev": [
             "ruff>=0.6",

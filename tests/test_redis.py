@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import time
 from typing import Any
 
@@ -387,3 +388,53 @@ def test_redis_counter_example_503_and_recovery(own_redis, tmp_path) -> None:
             assert server.stop() == 0
     finally:
         del os.environ["REDIS_PORT"]
+
+
+def _self_signed(directory: Any) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(random.randint(1, 2**31)).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = str(directory / "cert.pem"), str(directory / "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))  # fmt: skip
+    return cert_path, key_path
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls(tmp_path) -> None:
+    """tls= connects over TLS, verifying the server certificate."""
+    from twisted.internet import ssl
+
+    from tests.redis_server import RedisServer, free_port
+
+    cert, key = _self_signed(tmp_path)
+    tls_port = free_port()
+    server = RedisServer(tmp_path, ["--tls-port", str(tls_port), "--tls-cert-file", cert,
+                                    "--tls-key-file", key, "--tls-ca-cert-file", cert,
+                                    "--tls-auth-clients", "no"])  # fmt: skip
+    server.start()
+    try:
+        with open(cert) as f:
+            trust = ssl.Certificate.loadPEM(f.read())
+        pool = RedisPool(port=tls_port, tls=ssl.optionsForClientTLS("localhost", trustRoot=trust))
+        assert await pool.set("secure", "yes") is True and await pool.get("secure") == b"yes"
+        await pool.close()
+    finally:
+        server.stop()
