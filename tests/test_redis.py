@@ -403,7 +403,8 @@ def _self_signed(directory: Any) -> tuple[str, str]:
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(random.randint(1, 2**31)).not_valid_before(now - datetime.timedelta(minutes=1))
+        .serial_number(random.randint(1, 2**31))
+        .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
