@@ -282,7 +282,7 @@ def test_draining_sends_connection_close_and_closes_idle() -> None:
     hot = factory.buildProtocol(ADDR)
     th = HalfCloseTransport()
     hot.makeConnection(th)
-    clock.advance(1)  # idle and hot have been idle for 1 s
+    clock.advance(2)  # idle and hot have been idle for 2 s
     hot.dataReceived(b"GET / HTTP/1.1\r\n\r\n")  # hot was just answered
     th.clear()
     factory.startDraining()

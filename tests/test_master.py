@@ -255,3 +255,21 @@ def test_status_reports_workers(h: Harness) -> None:
         "id": 0, "pid": 1000, "generation": 1, "state": "ready", "age": 0, "connections": 2,
         "requests": 40,
     }  # fmt: skip
+
+
+def test_sync_reload_stops_old_worker_first() -> None:
+    """reload_async = false: the old worker drains and exits before its replacement starts."""
+    h = Harness(worker_num=1)
+    import dataclasses
+
+    h.master.settings = dataclasses.replace(h.master.config.settings, reload_async=False)
+    h.master.startService()
+    h.ready(1000)
+    h.master.reload()
+    assert h.process(1000).messages() == [{"type": "drain", "final": False}]
+    assert len(h.spawned) == 1
+    h.exit(1000)
+    assert h.pids() == {0: 1001}
+    h.ready(1001)
+    assert h.master.reloading is None
+    h.close()

@@ -256,8 +256,20 @@ class MasterService(Service):
         return self.reloading
 
     def replace(self, wid: int, why: str) -> defer.Deferred[None]:
-        """Start a new worker for ``wid``; once it is ready, drain the old one."""
+        """Start a new worker for ``wid``; once it is ready, drain the old one.
+
+        With ``reload_async = false`` (Swoole's synchronous reload) the old worker drains and
+        exits first, so two generations never run at once (less memory, a gap in capacity).
+        """
         old = self.workers.get(wid)
+        if not self.settings.reload_async and old is not None and old.state == "ready":
+            self.retire(old, final=False)
+            d: defer.Deferred[None] = defer.Deferred()
+            old.exited.addBoth(lambda _: self._startReplacement(wid, old, why).chainDeferred(d))
+            return d
+        return self._startReplacement(wid, old, why)
+
+    def _startReplacement(self, wid: int, old: Worker | None, why: str) -> defer.Deferred[None]:
         new = self._spawn(wid, self.generation)
         self.workers[wid] = new
         log.info("starting {new} to replace {old} ({why})", new=new.describe(),

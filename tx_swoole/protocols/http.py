@@ -50,6 +50,7 @@ MAX_PIPELINE = 32  # queued requests per connection before reading pauses
 LINGER_TIME = 2.0  # seconds to drain a client's input after an error response (nginx: 5)
 LINGER_BYTES = 1 << 20  # ... or until this many bytes were discarded
 DRAIN_IDLE_GRACE = 0.5  # seconds a just-answered connection may still send while draining
+COARSE = 1.0  # resolution of the factory's cached clock (its sweep interval)
 _STATUS_LINES: dict[int, bytes] = {}
 _FORBIDDEN = (b"\r", b"\n", b"\0")
 
@@ -530,7 +531,9 @@ class HTTPProtocol(TrackedProtocol):
         if response._closing:
             self._closeAfterResponse()
             return
-        self._idleSince = self.server.seconds()
+        server = self.server
+        # Coarse time (updated every second) unless draining, where the grace needs precision.
+        self._idleSince = server.seconds() if server.draining else server.now
         if self._queue:
             self._serveQueued()
         elif self._reader is not None and self._reader.error is not None:
@@ -678,7 +681,15 @@ class HTTPFactory(ConnectionTable):
         self._drainer: task.LoopingCall | None = None
 
     def startDraining(self) -> None:
-        """Refuse new connections; close idle ones now and the others as they go idle."""
+        """Refuse new connections; close idle ones now and the others as they go idle.
+
+        Idle times are stamped with the coarse clock (up to ``COARSE`` s behind): a connection
+        not surely idle for DRAIN_IDLE_GRACE gets the full grace from now.
+        """
+        now = self.seconds()
+        for p in self.connections.values():
+            if isinstance(p, HTTPProtocol) and now - p._idleSince < COARSE + DRAIN_IDLE_GRACE:
+                p._idleSince = now
         super().startDraining()
         self._drainer = task.LoopingCall(self._closeIdle)
         self._drainer.clock = self.reactor
