@@ -11,6 +11,7 @@ WARNING that says what was still open.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
@@ -132,6 +133,9 @@ class AppService(Service):
         )  # fmt: skip
         if "worker_start" in self._hooks:
             await call_hook(self._hooks["worker_start"], self, self.workerId)
+        # Everything loaded so far lives as long as the worker: keep it out of the garbage
+        # collector's full passes, which otherwise rescan it on the hot path.
+        gc.freeze()
 
     def stopService(self) -> defer.Deferred[None]:
         """Graceful shutdown of the owner of the socket: see :meth:`drain`."""
