@@ -14,6 +14,10 @@ from typing import Any
 
 from twisted.internet.testing import StringTransport
 
+from tx_swoole.cli import pid_alive
+
+__all__ = ["pid_alive"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -241,15 +245,3 @@ class HTTPLoad:
                 sock = None
         if sock is not None:
             sock.close()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False

@@ -41,7 +41,8 @@ def _status(pidfile: str) -> dict[str, Any] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` runs (a zombie, exited but not reaped, does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -105,7 +106,7 @@ def cmd_stop(pidfile: str) -> int:
     print(f"stop requested: SIGTERM sent to master pid {pid}")
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not pid_alive(pid):
             print(f"master pid {pid} exited")
             return 0
         time.sleep(0.05)

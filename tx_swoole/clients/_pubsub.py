@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 
 from tx_swoole._log import SwooleLogger
 from tx_swoole.clients._resp import pack_command
-from tx_swoole.errors import RedisConnectionError, RedisProtocolError, RedisReplyError
+from tx_swoole.errors import RedisConnectionError, RedisReplyError
 
 if TYPE_CHECKING:
     from tx_swoole.clients.redis import RedisPool
@@ -43,12 +42,7 @@ class PubSubConnection(RedisConnection):
         self.pubsub._connected(self)
 
     def dataReceived(self, data: bytes) -> None:
-        try:
-            replies = self.reader.feed(data)
-        except RedisProtocolError as e:
-            self.abort(RedisProtocolError(f"{self.address}: {e}"))
-            return
-        for reply in replies:
+        for reply in self.parse(data):
             if isinstance(reply, list) and reply and reply[0] in _PUSH:
                 self.pubsub._dispatch(reply)
                 continue
@@ -76,13 +70,6 @@ class PubSub:
     def _start(self) -> ClientService:
         if self._service is None:
             pool = self.pool
-            timeout = pool.connectTimeout or 30.0
-            if pool.unixSocket:
-                endpoint: Any = UNIXClientEndpoint(pool.reactor, pool.unixSocket, timeout=timeout)
-            else:
-                endpoint = TCP4ClientEndpoint(pool.reactor, pool.host, pool.port, timeout=timeout)
-                if pool.tls is not None:
-                    endpoint = wrapClientTLS(pool.tls, endpoint)
 
             def build() -> PubSubConnection:
                 conn = PubSubConnection(pool.address, pool.encoding, pool.reactor, 0)
@@ -90,7 +77,7 @@ class PubSub:
                 return conn
 
             self._service = ClientService(
-                endpoint, Factory.forProtocol(build),
+                pool.endpoint(), Factory.forProtocol(build),
                 retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=10.0), clock=pool.reactor,
             )  # fmt: skip
             self._service.startService()
@@ -100,10 +87,8 @@ class PubSub:
         self.connection = conn
         conn.lost.addCallback(lambda _: self._lost(conn))
         data = b""
-        if self.pool.password is not None:
-            auth: tuple[Any, ...] = ("AUTH", self.pool.password)
-            if self.pool.username is not None:
-                auth = ("AUTH", self.pool.username, self.pool.password)
+        auth = self.pool.auth_command()
+        if auth is not None:
             data += pack_command(auth)
         if self.channels:
             data += pack_command(("SUBSCRIBE", *self.channels))

@@ -133,12 +133,16 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
                 entry[0] = None  # keep the slot: its reply will be dropped
                 return
 
-    def dataReceived(self, data: bytes) -> None:
+    def parse(self, data: bytes) -> list[Any]:
+        """The replies completed by ``data``; garbage aborts the connection (→ [])."""
         try:
-            replies = self.reader.feed(data)
+            return self.reader.feed(data)
         except RedisProtocolError as e:
             self.abort(RedisProtocolError(f"{self.address}: {e}"))
-            return
+            return []
+
+    def dataReceived(self, data: bytes) -> None:
+        replies = self.parse(data)
         pending = self.pending
         for reply in replies:
             if not pending:
@@ -430,22 +434,30 @@ class RedisPool(RedisCommands, ScanCommands):
         self._startSweeper()
         return conn
 
-    async def _connect(self) -> RedisConnection:
+    def endpoint(self) -> Any:
+        """The client endpoint for this pool's address (TCP, TLS or Unix socket)."""
         timeout = self.connectTimeout or 30.0
         if self.unixSocket:
-            endpoint: Any = UNIXClientEndpoint(self.reactor, self.unixSocket, timeout=timeout)
-        else:
-            endpoint = TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=timeout)
-            if self.tls is not None:
-                endpoint = wrapClientTLS(self.tls, endpoint)
+            return UNIXClientEndpoint(self.reactor, self.unixSocket, timeout=timeout)
+        endpoint: Any = TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=timeout)
+        return wrapClientTLS(self.tls, endpoint) if self.tls is not None else endpoint
+
+    def auth_command(self) -> tuple[Any, ...] | None:
+        """The AUTH command for new connections, or None without a password."""
+        if self.password is None:
+            return None
+        if self.username is None:
+            return ("AUTH", self.password)
+        return ("AUTH", self.username, self.password)
+
+    async def _connect(self) -> RedisConnection:
         factory = Factory.forProtocol(
             lambda: RedisConnection(self.address, self.encoding, self.reactor, self.commandTimeout)
         )
-        conn: RedisConnection = await endpoint.connect(factory)
+        conn: RedisConnection = await self.endpoint().connect(factory)
         handshake = []
-        if self.password is not None:
-            auth = ("AUTH", self.password) if self.username is None else (
-                "AUTH", self.username, self.password)  # fmt: skip
+        auth = self.auth_command()
+        if auth is not None:
             handshake.append(conn._call(auth))
         if self.db:
             handshake.append(conn._call(("SELECT", self.db)))
