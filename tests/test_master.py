@@ -57,7 +57,9 @@ class Harness:
             "server": {"type": "http", "port": 0, "app": "m:h"},
             "settings": {"worker_num": worker_num, "max_wait_time": max_wait_time},
         })  # fmt: skip
-        self.master = MasterService(config, reactor=self.reactor, spawn=self.spawn, sock=self.sock)
+        self.master = MasterService(
+            config, reactor=self.reactor, spawn=self.spawn, sockets=[self.sock]
+        )
         self.fatal: list[int] = []
         self.master.fatal = self.fatal.append  # type: ignore[method-assign]
 

@@ -181,17 +181,43 @@ def test_cli_status_reload_stop(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_new_connections_spread_across_workers(tmp_path: Path) -> None:
-    """With 2 workers on one socket, neither takes under 30% of new connections."""
-    server, port, pidfile = start(tmp_path, {"worker_num": 2})
+@pytest.mark.parametrize("workers", [2, 4])
+def test_new_connections_spread_across_workers(tmp_path: Path, workers: int) -> None:
+    """A burst of keep-alive connections and a stream of short ones both spread over the
+    workers: none takes under 30% (2 workers) or 15% (4 workers)."""
+    server, port, pidfile = start(tmp_path, {"worker_num": workers})
+    floor = 0.30 if workers == 2 else 0.15
     with server:
+        burst = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+        for s in burst:
+            s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        for s in burst:
+            assert s.recv(1000).startswith(b"HTTP/1.1 200")
+        time.sleep(1.5)  # stats reach the master every second
+        held = [w["connections"] for w in status(pidfile)["workers"]]
+        for s in burst:
+            s.close()
         with HTTPLoad(port, connections=8, keep_alive=False) as load:
             wait_until(lambda: load.ok >= 1500, timeout=30)
-        time.sleep(1.5)  # stats reach the master every second
-        counts = [w["requests"] for w in status(pidfile)["workers"]]
-        assert load.failures == []
-        print("spread", counts)
-        assert min(counts) / sum(counts) >= 0.30, counts
+        time.sleep(1.5)
+        served = [w["requests"] for w in status(pidfile)["workers"]]
+        print("spread", held, served)
+        assert load.failures == [] and sum(held) == 300
+        assert min(held) / 300 >= floor, held
+        assert min(served) / sum(served) >= floor, served
+
+
+def test_listening_sockets_share_one_port() -> None:
+    """One SO_REUSEPORT socket per worker id, all on the port the first one got."""
+    from tx_swoole.process.master import listening_sockets
+
+    socks = listening_sockets("127.0.0.1", 0, 16, 3)
+    try:
+        ports = {s.getsockname()[1] for s in socks}
+        assert len(socks) == 3 and len(ports) == 1 and len({s.fileno() for s in socks}) == 3
+    finally:
+        for s in socks:
+            s.close()
 
 
 @pytest.mark.timeout(60)

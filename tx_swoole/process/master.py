@@ -101,10 +101,10 @@ class WorkerProcess(ProcessProtocol):
 class MasterService(Service):
     """Supervises ``worker_num`` worker processes sharing one listening socket.
 
-    ``spawn`` replaces ``reactor.spawnProcess`` (tests pass a fake); ``sock`` an already
-    listening socket.
+    ``spawn`` replaces ``reactor.spawnProcess`` (tests pass a fake); ``sockets`` already
+    listening sockets, one per worker id (see :func:`listening_sockets`).
 
-    Resource handling: owns the listening socket (closed once every worker has exited), the
+    Resource handling: owns the listening sockets (closed once every worker has exited), the
     worker processes (killed after ``max_wait_time`` when they will not drain) and the status
     file (removed on shutdown).
 
@@ -119,7 +119,7 @@ class MasterService(Service):
         pidfile: str | None = None,
         reactor: Any = None,
         spawn: Any = None,
-        sock: socket.socket | None = None,
+        sockets: list[socket.socket] | None = None,
         executable: str = sys.executable,
     ) -> None:
         if reactor is None:
@@ -129,7 +129,7 @@ class MasterService(Service):
         self.reactor = reactor
         self.spawn = spawn or reactor.spawnProcess
         self.executable = executable
-        self.socket = sock
+        self.sockets = sockets or []
         self.statusPath = os.path.abspath(pidfile) + ".status.json" if pidfile else None
         self.generation = 1
         self.workers: dict[int, Worker] = {}
@@ -145,18 +145,18 @@ class MasterService(Service):
 
     # -- startup ------------------------------------------------------------------------------
     def privilegedStartService(self) -> None:
-        if self.socket is None:
-            self.socket = listening_socket(
-                self.config.host, self.config.port, self.settings.backlog
+        if not self.sockets:
+            cfg = self.config
+            self.sockets = listening_sockets(
+                cfg.host, cfg.port, self.settings.backlog, self.settings.worker_num
             )
         super().privilegedStartService()
 
     def startService(self) -> None:
         super().startService()
-        if self.socket is None:
+        if not self.sockets:
             self.privilegedStartService()
-        assert self.socket is not None
-        host, port = self.socket.getsockname()[:2]
+        host, port = self.sockets[0].getsockname()[:2]
         set_log_level(self.settings.log_level)
         log.info(
             "master (pid {pid}) listening on {host}:{port}; starting {n} workers",
@@ -174,13 +174,13 @@ class MasterService(Service):
         install_signals(self.reactor, handlers)
 
     def _spawn(self, wid: int, generation: int | None = None) -> Worker:
-        assert self.socket is not None
         worker = Worker(wid, generation or self.generation, self.reactor.seconds())
         args = [
             self.executable, "-m", "tx_swoole.process.worker",
             json.dumps(self.config.to_dict()), str(wid), str(worker.generation),
         ]  # fmt: skip
-        child_fds = {0: "w", 1: "r", 2: "r", LISTEN_FD: self.socket.fileno(), CONTROL_OUT_FD: "r"}
+        listen = self.sockets[wid % len(self.sockets)].fileno()
+        child_fds = {0: "w", 1: "r", 2: "r", LISTEN_FD: listen, CONTROL_OUT_FD: "r"}
         worker.process = self.spawn(
             WorkerProcess(self, worker), self.executable, args, env=os.environ,
             childFDs=child_fds,
@@ -394,8 +394,8 @@ class MasterService(Service):
 
     async def _shutdown(self) -> None:
         started = time.monotonic()
-        if self.socket is not None:
-            refuse_new_connections(self.socket)
+        for sock in self.sockets:
+            refuse_new_connections(sock)
         everyone = list(self.workers.values()) + list(self.retiring)
         log.info("shutting down: draining {n} workers", n=len(everyone))
         for worker in everyone:
@@ -403,8 +403,8 @@ class MasterService(Service):
                 worker.state = "ready" if worker.state == "draining" else worker.state
                 self.retire(worker, final=True)
         await defer.gatherResults([w.exited for w in everyone if not w.exited.called])
-        if self.socket is not None:
-            self.socket.close()
+        for sock in self.sockets:
+            sock.close()
         if self._statusCall is not None and self._statusCall.active():
             self._statusCall.cancel()
         if self.statusPath and os.path.exists(self.statusPath):
@@ -458,12 +458,29 @@ class MasterService(Service):
                      error=e.strerror)  # fmt: skip
 
 
-def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """A non-blocking listening TCP socket on ``host:port`` (IPv4 or IPv6)."""
+def listening_sockets(host: str, port: int, backlog: int, count: int) -> list[socket.socket]:
+    """``count`` non-blocking listening sockets on the same ``host:port`` (SO_REUSEPORT).
+
+    One per worker id, owned by the master: the kernel spreads new connections evenly over
+    them (one shared socket lets whichever worker wakes first take a whole burst), and since
+    a socket outlives the workers that adopt it, the connections queued on it are accepted by
+    the next worker with that id after a reload or crash instead of being reset.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
-    sock.setblocking(False)
-    return sock
+    sockets: list[socket.socket] = []
+    for _ in range(max(count, 1)):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            for other in sockets:
+                other.close()
+            raise
+        sock.listen(backlog)
+        sock.setblocking(False)
+        port = sock.getsockname()[1]  # port 0: the others join the port the first one got
+        sockets.append(sock)
+    return sockets

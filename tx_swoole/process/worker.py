@@ -221,7 +221,7 @@ def describe_open(factory: ConnectionTable, most: int = 5) -> str:
 LISTEN_FD = 3
 CONTROL_OUT_FD = 4
 STATS_INTERVAL = 1.0
-WORKER_MAX_ACCEPTS = 4  # small accept batches spread new connections across workers
+WORKER_MAX_ACCEPTS = 0  # each worker id has its own socket: Twisted's accept batching is fine
 
 
 class ControlChannel(Protocol):
