@@ -70,13 +70,14 @@ class RequestReader:
     __slots__ = (
         "_parser", "_header_max", "_body_max", "_done", "_url", "_headers", "_head_size",
         "_head_pending", "_body", "_body_size", "_content_length", "_expect", "error",
-        "in_head", "continue_wanted", "dead", "_current", "_request_class",
+        "in_head", "continue_wanted", "dead", "_current", "_request_class", "_new",
     )  # fmt: skip
 
     def __init__(
         self, header_max: int, body_max: int, request_class: type[ParsedRequest] = ParsedRequest
     ) -> None:
         self._request_class = request_class
+        self._new = object.__new__
         self._parser = httptools.HttpRequestParser(self)
         self._header_max = header_max
         self._body_max = body_max
@@ -204,9 +205,15 @@ class RequestReader:
                 self.continue_wanted = True
         elif self._expect:
             self.continue_wanted = True
-        self._current = self._request_class(
-            method, self._url, parser.get_http_version(), self._headers
-        )
+        # Built without an __init__ frame: this runs once per request.
+        request = self._current = self._new(self._request_class)
+        request.raw_method = method
+        request.raw_url = self._url
+        request.version = parser.get_http_version()
+        request.raw_headers = self._headers
+        request.body = b""
+        request.upgrade = False
+        request.owner = request.cache = None
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -228,5 +235,6 @@ class RequestReader:
             self._body = []
             self._body_size = 0
         request.keep_alive = self._parser.should_keep_alive()
-        self.continue_wanted = False
+        if self.continue_wanted:
+            self.continue_wanted = False
         self._done.append(request)

@@ -369,6 +369,24 @@ class Response:
             return False
         if body.__class__ is not bytes:
             body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        if not (self._chunked or self._head or self._closing or self._http10):
+            server = proto.server
+            if not server.draining:  # the common case, in one join
+                self.started = True
+                proto.transport.write(b"".join((
+                    self._status or _STATUS_LINES.get(self._code) or status_line(self._code),
+                    server.defaultHeaders,
+                    b"" if self._has_ctype else b"Content-Type: text/html\r\n", *self._headers,
+                    b"Content-Length: %d\r\n\r\n" % len(body), body,
+                )))  # fmt: skip
+                if proto._current is self and not proto._queue:  # responseEnded, inlined
+                    proto._current = None
+                    proto._idleSince = server.now
+                    if proto._reader is not None and proto._reader.error is not None:
+                        proto._refuse(proto._reader.error)
+                else:
+                    proto.responseEnded(self)
+                return True
         if self._chunked:
             if body and not self._head:
                 self.write(body)
