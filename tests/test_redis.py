@@ -347,7 +347,7 @@ def test_pool_refuses_use_in_another_process(redis_server) -> None:
     os.close(write)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 def test_redis_counter_example_503_and_recovery(own_redis, tmp_path) -> None:
     """The example counts per path through workers; with Redis down it answers 503 with the
     reason, and recovers by itself."""
@@ -381,10 +381,12 @@ def test_redis_counter_example_503_and_recovery(own_redis, tmp_path) -> None:
             status, body = get("/a")
             assert status == 503 and f"127.0.0.1:{own_redis.port}" in body
             own_redis.start()
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and get("/c")[0] != 200:
-                time.sleep(0.2)
-            assert get("/c")[0] == 200
+            deadline = time.monotonic() + 30
+            streak = 0  # both workers recover (each backs off on its own)
+            while time.monotonic() < deadline and streak < 6:
+                streak = streak + 1 if get("/c")[0] == 200 else 0
+                time.sleep(0.1)
+            assert streak == 6
             assert server.stop() == 0
     finally:
         del os.environ["REDIS_PORT"]

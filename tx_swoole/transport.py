@@ -25,6 +25,35 @@ from twisted.internet.protocol import ServerFactory
 _RETRY = (BlockingIOError, InterruptedError)
 
 
+def write_through(transport: Any, data: bytes, buffered_write: Any = None) -> None:
+    """Send ``data`` on a Twisted TCP transport now if nothing is buffered, else buffer it.
+
+    Works on any ``tcp.Connection`` (server or client side); other transports (TLS, Unix
+    sockets, test doubles) just get ``transport.write``.
+    """
+    write = buffered_write or transport.write
+    if (
+        transport._tempDataLen
+        or transport.dataBuffer
+        or transport.disconnecting
+        or not transport.connected
+        or transport._writeDisconnected
+        or transport.TLS
+        or not data
+        or type(data) is not bytes
+    ):
+        write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except _RETRY:
+        sent = 0
+    except OSError:
+        sent = 0  # the buffered retry in doWrite reports the loss as connectionLost
+    if sent < len(data):
+        write(data[sent:])
+
+
 class WriteThroughServer(tcp.Server):
     """A ``tcp.Server`` whose ``write`` sends immediately when its buffer is empty.
 
@@ -36,26 +65,7 @@ class WriteThroughServer(tcp.Server):
     """
 
     def write(self, data: bytes) -> None:
-        if (
-            self._tempDataLen
-            or self.dataBuffer
-            or self.disconnecting
-            or not self.connected
-            or self._writeDisconnected
-            or self.TLS
-            or not data
-            or type(data) is not bytes
-        ):
-            super().write(data)
-            return
-        try:
-            sent = self.socket.send(data)
-        except _RETRY:
-            sent = 0
-        except OSError:
-            sent = 0  # the buffered retry in doWrite reports the loss as connectionLost
-        if sent < len(data):
-            super().write(data[sent:])
+        write_through(self, data, super().write)
 
     def writeSequence(self, iovec: Any) -> None:
         self.write(b"".join(iovec))

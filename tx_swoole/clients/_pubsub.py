@@ -39,6 +39,7 @@ class PubSubConnection(RedisConnection):
     pubsub: PubSub
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         self.pubsub._connected(self)
 
     def dataReceived(self, data: bytes) -> None:

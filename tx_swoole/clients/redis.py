@@ -37,7 +37,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import backoffPolicy
-from twisted.internet import defer, error, task
+from twisted.internet import defer, error, task, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -60,6 +60,7 @@ from tx_swoole.errors import (
     RedisWrongProcessError,
     WatchError,
 )
+from tx_swoole.transport import write_through
 
 log = SwooleLogger("tx_swoole.redis")
 _FORK_GENERATION = 0
@@ -95,6 +96,15 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
         self.closedReason: RedisError | None = None
         self._head: list[Any] | None = None
         self._headSince = 0.0
+        self._write: Callable[[bytes], None] = lambda data: self.transport.write(data)  # type: ignore[union-attr]
+
+    def connectionMade(self) -> None:
+        # TCP: send at once when nothing is buffered (write-through); others: Twisted's write.
+        transport: Any = self.transport
+        if isinstance(transport, tcp.Connection) and not transport.TLS:
+            self._write = lambda data: write_through(transport, data)
+        else:
+            self._write = transport.write
 
     def _call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:
         return self.send(pack_command(args), transform)
@@ -107,12 +117,15 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
         """
         if self.closedReason is not None or self.transport is None:
             return defer.fail(self.closedReason or RedisConnectionError(f"{self.address}: closed"))
-        d: defer.Deferred[Any] = defer.Deferred(self._cancel)
+        # No canceller: a cancelled Deferred is "called", its slot stays in the FIFO and its
+        # reply is dropped when it arrives (see dataReceived).
+        d: defer.Deferred[Any] = defer.Deferred()
         pending = self.pending
-        for _ in range(count - 1):
-            pending.append([None, deadline, None])
+        if count > 1:
+            for _ in range(count - 1):
+                pending.append([None, deadline, None])
         pending.append([d, deadline, transform])
-        self.transport.write(data)
+        self._write(data)
         return d
 
     def send_many(self, commands: list[tuple[tuple[Any, ...], Transform]]) -> defer.Deferred[Any]:
@@ -124,14 +137,8 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
         append = self.pending.append
         for _args, transform in commands:
             append([collector, None, transform])
-        self.transport.write(b"".join([pack_command(args) for args, _ in commands]))
+        self._write(b"".join([pack_command(args) for args, _ in commands]))
         return collector.deferred
-
-    def _cancel(self, d: defer.Deferred[Any]) -> None:
-        for entry in self.pending:
-            if entry[0] is d:
-                entry[0] = None  # keep the slot: its reply will be dropped
-                return
 
     def parse(self, data: bytes) -> list[Any]:
         """The replies completed by ``data``; garbage aborts the connection (→ [])."""
@@ -149,7 +156,7 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
                 self.abort(RedisProtocolError(f"{self.address}: reply with no command pending"))
                 return
             target, _, transform = pending.popleft()
-            if target is None:
+            if target is None or target.called:  # called: cancelled while pending
                 continue
             if target.__class__ is _Collector:
                 target.add(reply, transform)
@@ -204,7 +211,7 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
     def _failPending(self, first: RedisError, others: RedisError) -> None:
         pending, self.pending = self.pending, deque()
         for i, (target, _, _) in enumerate(pending):
-            if target is None:
+            if target is None or target.called:
                 continue
             if target.__class__ is _Collector:
                 target.fail(first if i == 0 else others)
@@ -260,6 +267,7 @@ class _Collector:
     """Gathers the replies of one pipeline, errors in place; fires once, with the list."""
 
     __slots__ = ("results", "remaining", "deferred", "address")
+    called = False  # read by dataReceived, like Deferred.called; a collector drops its own
 
     def __init__(self, count: int, address: str) -> None:
         self.results: list[Any] = []
