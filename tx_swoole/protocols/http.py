@@ -27,11 +27,11 @@ import inspect
 import mimetypes
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from twisted.internet import defer, task
 from twisted.protocols.basic import FileSender
@@ -40,9 +40,11 @@ from twisted.python.failure import Failure
 from tx_swoole._log import SwooleLogger
 from tx_swoole.errors import HTTPRequestError
 from tx_swoole.protocols._http11 import ParsedRequest, RequestReader
+from tx_swoole.protocols._request import Headers, Request
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
 from tx_swoole.settings import Settings
 
+__all__ = ["HTTPFactory", "HTTPProtocol", "Headers", "Request", "Response", "status_line"]
 log = SwooleLogger("tx_swoole.http")
 
 SERVER_NAME = b"tx_swoole"
@@ -98,144 +100,6 @@ def _header_line(name: str | bytes, value: str | bytes | int) -> bytes:
     if len(_HEADER_LINES) < _HEADER_CACHE_SIZE and len(line) < 256:
         _HEADER_LINES[(name, value)] = line
     return line
-
-
-class Headers:
-    """Request headers: case-insensitive lookup, repeated headers kept, bytes in, str out."""
-
-    __slots__ = ("raw", "_index")
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.raw = raw
-        self._index: dict[str, list[str]] | None = None
-
-    def _map(self) -> dict[str, list[str]]:
-        if self._index is None:
-            index: dict[str, list[str]] = {}
-            for name, value in self.raw:
-                index.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
-            self._index = index
-        return self._index
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """The first value of header ``name``, or ``default``."""
-        values = self._map().get(name.lower())
-        return values[0] if values else default
-
-    def get_all(self, name: str) -> list[str]:
-        """Every value of header ``name``, in order."""
-        return list(self._map().get(name.lower(), ()))
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._map()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map())
-
-    def __len__(self) -> int:
-        return len(self.raw)
-
-    def items(self) -> list[tuple[str, str]]:
-        """``(name, value)`` pairs as received (names in their original case)."""
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw]
-
-
-class Request(ParsedRequest):
-    """An HTTP request as the handler sees it.
-
-    ``method``, ``path`` and ``query_string`` are str; ``body`` is the raw body (bytes);
-    ``headers`` a :class:`Headers`; ``args`` the query arguments and ``form`` the
-    urlencoded body, both ``dict[str, list[str]]``; ``cookies`` a dict; ``remote_addr``
-    ``(host, port)``; ``version`` ``"1.1"`` or ``"1.0"``.
-    """
-
-    __slots__ = ()
-
-    def _cached(self, key: str, build: Callable[[], Any]) -> Any:
-        lazy = self.cache
-        if lazy is None:
-            lazy = self.cache = {}
-        value = lazy.get(key)
-        if value is None:
-            value = lazy[key] = build()
-        return value
-
-    @property
-    def method(self) -> str:
-        return self.raw_method.decode("ascii")
-
-    def _split(self) -> tuple[str, str]:
-        path, _, query = self.raw_url.decode("latin-1").partition("?")
-        return path, query
-
-    @property
-    def path(self) -> str:
-        """The request path as sent (percent-encoding kept), without the query string."""
-        return self._split()[0]
-
-    @property
-    def query_string(self) -> str:
-        return self._split()[1]
-
-    @property
-    def uri(self) -> str:
-        """Path and query string as sent."""
-        return self.raw_url.decode("latin-1")
-
-    @property
-    def headers(self) -> Headers:
-        headers: Headers = self._cached("headers", lambda: Headers(self.raw_headers))
-        return headers
-
-    @property
-    def args(self) -> dict[str, list[str]]:
-        """Query arguments (``?a=1&a=2`` → ``{"a": ["1", "2"]}``)."""
-        args: dict[str, list[str]] = self._cached(
-            "args", lambda: parse_qs(self.query_string, keep_blank_values=True)
-        )
-        return args
-
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        """The first query argument ``name``, or ``default``."""
-        values = self.args.get(name)
-        return values[0] if values else default
-
-    @property
-    def form(self) -> dict[str, list[str]]:
-        """The urlencoded body (``application/x-www-form-urlencoded``); empty otherwise."""
-        form: dict[str, list[str]] = self._cached("form", self._parse_form)
-        return form
-
-    def _parse_form(self) -> dict[str, list[str]]:
-        ctype = (self.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if ctype != "application/x-www-form-urlencoded":
-            return {}
-        return parse_qs(self.body.decode("latin-1"), keep_blank_values=True)
-
-    @property
-    def cookies(self) -> dict[str, str]:
-        cookies: dict[str, str] = self._cached("cookies", self._parse_cookies)
-        return cookies
-
-    def _parse_cookies(self) -> dict[str, str]:
-        cookies: dict[str, str] = {}
-        for header in self.headers.get_all("cookie"):
-            for part in header.split(";"):
-                name, sep, value = part.strip().partition("=")
-                if sep and name:
-                    cookies[name] = value
-        return cookies
-
-    @property
-    def remote_addr(self) -> tuple[str, int]:
-        peer = self.owner.transport.getPeer()
-        return getattr(peer, "host", ""), getattr(peer, "port", 0)
 
 
 class Response:
