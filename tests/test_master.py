@@ -275,3 +275,21 @@ def test_sync_reload_stops_old_worker_first() -> None:
     h.ready(1001)
     assert h.master.reloading is None
     h.close()
+
+
+@pytest.mark.parametrize(("max_request", "grace", "low", "high"),
+                         [(0, None, 0, 0), (500, None, 500, 750), (500, 0, 500, 500),
+                          (100, 10, 100, 110)])  # fmt: skip
+def test_max_request_jitter(max_request: int, grace: Any, low: int, high: int) -> None:
+    """max_request is jittered by max_request_grace (default max_request // 2), like Swoole."""
+    from tx_swoole.process.worker import max_request_limit
+    from tx_swoole.settings import make_settings
+
+    values = {"max_request": max_request}
+    if grace is not None:
+        values["max_request_grace"] = grace
+    settings = make_settings(values)
+    limits = {max_request_limit(settings, wid) for wid in range(50)}
+    assert all(low <= x <= high for x in limits)
+    if high - low > 10:
+        assert len(limits) > 1  # jittered, so workers do not all recycle at once

@@ -441,3 +441,25 @@ async def test_tls(tmp_path) -> None:
         await pool.close()
     finally:
         server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_connections_health_checked_and_evicted(redis_server) -> None:
+    """Idle connections are PINGed every health_check_interval and closed after
+    idle_timeout."""
+    checked = RedisPool(port=redis_server.port, size=1, health_check_interval=0.2,
+                        command_timeout=1)  # fmt: skip
+    evicted = RedisPool(port=redis_server.port, size=1, idle_timeout=0.3, command_timeout=1)
+    admin = RedisPool(port=redis_server.port, size=1, health_check_interval=0)
+    try:
+        await checked.execute("CLIENT", "SETNAME", "health")
+        await evicted.get("x")
+        await sleep(1.2)
+        clients = (await admin.execute("CLIENT", "LIST")).decode()
+        health = [line for line in clients.splitlines() if "name=health" in line]
+        assert health and "cmd=ping" in health[0]
+        assert evicted.connections == set()
+        assert await evicted.get("x") is None  # a new connection on demand
+    finally:
+        for pool in (checked, evicted, admin):
+            await pool.close()
