@@ -247,3 +247,27 @@ def test_long_tcp_connections_during_reload(tmp_path: Path) -> None:
         server.wait_for(rb"still had 1 connections open after max_wait_time=1.5s")
         new.sendall(b"d")
         assert new.recv(1) == b"d"
+
+
+@pytest.mark.timeout(60)
+def test_worker_exit_hook_closes_long_connections_during_reload(tmp_path: Path) -> None:
+    """The app's worker_exit hook runs while the old worker drains and closes its long
+    connections gracefully (output flushed), long before max_wait_time."""
+    server, port, _ = start(
+        tmp_path, {"worker_num": 1, "max_wait_time": 10}, app="tcp_echo:Echo", kind="tcp",
+        events={"worker_exit": "tcp_echo:on_worker_exit"},
+    )  # fmt: skip
+    with server:
+        old = socket.create_connection(("127.0.0.1", port), timeout=8)
+        old.sendall(b"a")
+        assert old.recv(1) == b"a"
+        started = time.monotonic()
+        server.signal(signal.SIGUSR1)
+        data = b""
+        while not data.endswith(b"bye\n"):
+            chunk = old.recv(100)
+            assert chunk, data
+            data += chunk
+        assert old.recv(1) == b""  # then an orderly close
+        assert time.monotonic() - started < 5
+        server.wait_for(rb"generation 1\) drained and exited")
