@@ -336,9 +336,11 @@ class MasterService(Service):
             worker.ready.errback(Failure(RuntimeError(f"exit code {code} before ready")))
             worker.ready.addErrback(lambda _: None)  # handled here when nobody waits on it
         worker.exited.callback(code)
-        if was == "draining":
-            pass
-        elif self.shuttingDown is None and self.workers.get(worker.id) is worker:
+        if (
+            was != "draining"
+            and self.shuttingDown is None
+            and self.workers.get(worker.id) is worker
+        ):
             if was == "booting":
                 self._bootFailed(worker, code)
             else:

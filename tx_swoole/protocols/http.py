@@ -181,7 +181,8 @@ class Response:
         self.header(b"Location", location)
         return self.end()
 
-    def _head_bytes(self, length: int | None) -> bytes:
+    def _head_bytes(self, length: int | None, body: bytes = b"") -> bytes:
+        """Status line and headers (and ``body``, joined in the same copy)."""
         proto = self._proto
         if self._closing or proto.server.draining:
             self._closing = True
@@ -200,10 +201,10 @@ class Response:
         else:
             framing = b"Content-Length: %d\r\n" % length
         return b"".join((
-            self._status or status_line(self._code),
+            self._status or _STATUS_LINES.get(self._code) or status_line(self._code),
             proto.server.defaultHeaders,
             b"" if self._has_ctype else b"Content-Type: text/html\r\n",
-            *self._headers, framing, conn, b"\r\n",
+            *self._headers, framing, conn, b"\r\n", body,
         ))  # fmt: skip
 
     def write(self, data: str | bytes) -> bool:
@@ -233,34 +234,14 @@ class Response:
             return False
         if body.__class__ is not bytes:
             body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-        if not (self._chunked or self._head or self._closing or self._http10):
-            server = proto.server
-            if not server.draining:  # the common case, in one join
-                self.started = True
-                proto.transport.write(b"".join((
-                    self._status or _STATUS_LINES.get(self._code) or status_line(self._code),
-                    server.defaultHeaders,
-                    b"" if self._has_ctype else b"Content-Type: text/html\r\n", *self._headers,
-                    b"Content-Length: %d\r\n\r\n" % len(body), body,
-                )))  # fmt: skip
-                if proto._current is self and not proto._queue:  # responseEnded, inlined
-                    proto._current = None
-                    proto._idleSince = server.now
-                    if proto._reader is not None and proto._reader.error is not None:
-                        proto._refuse(proto._reader.error)
-                else:
-                    proto.responseEnded(self)
-                return True
         if self._chunked:
             if body and not self._head:
                 self.write(body)
             if not self._http10:
                 proto.transport.write(b"0\r\n\r\n")
-        elif self._head:
-            proto.transport.write(self._head_bytes(len(body)))
         else:
             self.started = True
-            proto.transport.write(self._head_bytes(len(body)) + body)
+            proto.transport.write(self._head_bytes(len(body), b"" if self._head else body))
         proto.responseEnded(self)
         return True
 
@@ -357,8 +338,7 @@ class HTTPProtocol(TrackedProtocol):
         else:
             self._headSince = -1.0
         if reader.continue_wanted and self._current is None and not self._queue:
-            reader.continue_sent()
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._sendContinue(reader)
         if len(self._queue) >= MAX_PIPELINE and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
@@ -438,8 +418,11 @@ class HTTPProtocol(TrackedProtocol):
             if reader.error is not None:
                 self._refuse(reader.error)
             elif reader.continue_wanted:
-                reader.continue_sent()
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self._sendContinue(reader)
+
+    def _sendContinue(self, reader: RequestReader) -> None:
+        reader.continue_sent()
+        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _closeAfterResponse(self) -> None:
         self._queue.clear()
@@ -459,13 +442,17 @@ class HTTPProtocol(TrackedProtocol):
             status=error.status, peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
             message=error.message,
         )  # fmt: skip
-        body = b"%d %s\n" % (error.status, error.reason)
+        self._closeReason = "limit" if error.status in (413, 431) else "error"
+        self._answerAndClose(error.status, error.reason)
+
+    def _answerAndClose(self, status: int, reason: bytes) -> None:
+        """A short text/plain answer with Connection: close, then the lingering close."""
+        body = b"%d %s\n" % (status, reason)
         self.transport.write(
-            status_line(error.status) + self.server.defaultHeaders
+            status_line(status) + self.server.defaultHeaders
             + b"Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
             % (len(body), body)
         )  # fmt: skip
-        self._closeReason = "limit" if error.status in (413, 431) else "error"
         self._closeAfterResponse()
 
     def _linger(self, size: int) -> None:
@@ -504,13 +491,7 @@ class HTTPProtocol(TrackedProtocol):
             "request head on connection {connId} not complete within http_header_timeout={t}s",
             connId=self.connId, t=self.server.settings.http_header_timeout,
         )  # fmt: skip
-        body = b"408 Request Timeout\n"
-        self.transport.write(
-            status_line(408) + self.server.defaultHeaders
-            + b"Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (len(body), body)
-        )  # fmt: skip
-        self._closeAfterResponse()
+        self._answerAndClose(408, b"Request Timeout")
 
     def drainRequested(self) -> None:
         """Close if idle; otherwise the response in progress says Connection: close.

@@ -235,12 +235,12 @@ class TCPProtocol(TrackedProtocol):
             log.notice("send to closed connection {connId} dropped", connId=self.connId)
             return False
         limit = self.server.bufferOutputSize
-        if pending_bytes(self.transport) + len(data) > limit:
+        pending = pending_bytes(self.transport)
+        if pending + len(data) > limit:
             log.warn(
                 "send to connection {connId} refused: {pending} bytes unsent + {size} > "
                 "buffer_output_size={limit}",
-                connId=self.connId, pending=pending_bytes(self.transport), size=len(data),
-                limit=limit,
+                connId=self.connId, pending=pending, size=len(data), limit=limit,
             )  # fmt: skip
             return False
         self.bytesOut += len(data)
