@@ -352,10 +352,13 @@ class RedisPool(RedisCommands, ScanCommands):
     def _call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:
         shared = self.shared
         n = len(shared)
-        if n and (n >= self.size or not shared[self._next % n].pending):
-            if self._fork == _FORK_GENERATION and not self._closed:
+        # Fast path (what _check tests, inlined): round-robin over the shared connections,
+        # unless the pool may still grow and the next connection is busy.
+        if n and self._fork == _FORK_GENERATION and not self._closed:
+            conn = shared[self._next % n]
+            if n >= self.size or not conn.pending:
                 self._next += 1
-                return shared[self._next % n]._call(args, transform)
+                return conn._call(args, transform)
         return defer.ensureDeferred(self._callSlow(args, transform))
 
     async def _callSlow(self, args: tuple[Any, ...], transform: Transform) -> Any:
