@@ -76,21 +76,9 @@ class WriteThroughServer(tcp.Server):
 
 
 class WriteThroughPort(tcp.Port):
-    """A listening port whose accepted connections use :class:`WriteThroughServer`.
-
-    ``maxAccepts`` caps how many connections one readiness event accepts (Twisted grows it
-    without bound); a small cap lets workers sharing a socket divide new connections evenly.
-    """
+    """A listening port whose accepted connections use :class:`WriteThroughServer`."""
 
     transport = WriteThroughServer
-    maxAccepts = 0  # 0: Twisted's own policy
-
-    def doRead(self) -> None:
-        if self.maxAccepts:
-            self.numberAccepts = min(self.numberAccepts, self.maxAccepts)
-        super().doRead()
-        if self.maxAccepts:
-            self.numberAccepts = min(self.numberAccepts, self.maxAccepts)
 
 
 def _reactor(reactor: Any) -> Any:
@@ -120,7 +108,6 @@ def adopt_stream_port(
     factory: ServerFactory,
     family: int = socket.AF_INET,
     *,
-    max_accepts: int = 0,
     reactor: Any = None,
 ) -> WriteThroughPort:
     """Like ``reactor.adoptStreamPort``: serve an already listening socket ``fd``.
@@ -130,7 +117,6 @@ def adopt_stream_port(
     p: WriteThroughPort = WriteThroughPort._fromListeningDescriptor(
         _reactor(reactor), fd, family, factory
     )
-    p.maxAccepts = max_accepts
     p.startListening()
     return p
 

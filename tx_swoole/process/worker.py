@@ -81,7 +81,6 @@ class AppService(Service):
         *,
         worker_id: int = 0,
         listen_fd: int | None = None,
-        max_accepts: int = 0,
         reactor: Any = None,
     ) -> None:
         if reactor is None:
@@ -94,7 +93,6 @@ class AppService(Service):
         self.port: Any = None
         self.ready: defer.Deferred[None] = defer.succeed(None)
         self._listenFd = listen_fd
-        self._maxAccepts = max_accepts
         self._hooks: dict[str, Any] = {}
         self._stopping: defer.Deferred[None] | None = None
 
@@ -120,10 +118,11 @@ class AppService(Service):
                 reactor=self.reactor,
             )  # fmt: skip
         else:
-            family = socket.socket(fileno=os.dup(self._listenFd)).family
+            with socket.socket(fileno=os.dup(self._listenFd)) as probe:
+                family = probe.family
             self.port = adopt_stream_port(
                 self._listenFd, self.factory, family,
-                max_accepts=self._maxAccepts, reactor=self.reactor,
+                reactor=self.reactor,
             )  # fmt: skip
         addr = self.port.getHost()
         log.info(
@@ -221,7 +220,6 @@ def describe_open(factory: ConnectionTable, most: int = 5) -> str:
 LISTEN_FD = 3
 CONTROL_OUT_FD = 4
 STATS_INTERVAL = 1.0
-WORKER_MAX_ACCEPTS = 0  # each worker id has its own socket: Twisted's accept batching is fine
 
 
 class ControlChannel(Protocol):
@@ -254,7 +252,7 @@ class WorkerRuntime:
         self.reactor = reactor
         self.generation = generation
         self.service = AppService(
-            config, worker_id=worker_id, listen_fd=LISTEN_FD, max_accepts=WORKER_MAX_ACCEPTS,
+            config, worker_id=worker_id, listen_fd=LISTEN_FD,
             reactor=reactor,
         )  # fmt: skip
         self.control = ControlChannel(self)
