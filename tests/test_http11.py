@@ -167,3 +167,78 @@ def test_in_head_tracks_partial_heads() -> None:
     assert reader.in_head
     reader.feed(b"TP/1.1\r\n\r\n")
     assert not reader.in_head
+
+
+def compact_head(size: int) -> bytes:
+    """A GET head of canonical ``size`` bytes written as compactly as llhttp allows: empty
+    ``A:`` header lines (4 raw bytes, 5 canonical), the most a raw head can undercount."""
+    head = b"GET / HTTP/1.1\r\n"
+    n = (size - len(head) - 2 - len(b"Z: \r\n")) // 5
+    value = b"v" * (size - len(head) - 2 - len(b"Z: \r\n") - 5 * n)
+    out = head + b"A:\r\n" * n + b"Z:" + value + b"\r\n\r\n"
+    assert len(out) == size - n - 1  # one byte short per line, "Z:" included
+    return out
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 500, 1000])
+@pytest.mark.parametrize(("size", "ok"), [(1000, True), (1001, False)])
+def test_compact_heads_are_measured_canonically(chunk: int | None, size: int, ok: bool) -> None:
+    """A head is measured in canonical form whether or not its read was small enough to skip
+    measuring: a compact head of canonical N+1 bytes is refused in one read or in pieces."""
+    raw = compact_head(size)
+    assert len(raw) < size * 81 // 100  # just over the 4/5 of a read that goes unmeasured
+    reader = RequestReader(1000, 1000)
+    step = chunk or len(raw)
+    done = []
+    for i in range(0, len(raw), step):
+        done += reader.feed(raw[i : i + step])
+    assert (len(done) == 1) is ok and isinstance(reader.error, HeaderTooLargeError) is not ok
+
+
+def test_deliver_serves_requests_during_the_parse_and_stop_ends_it() -> None:
+    """With ``deliver``, each request is handed over as soon as it completes; stop() from
+    inside ends the parse (the rest of the read is not parsed, no error)."""
+    seen: list[bytes] = []
+
+    def deliver(request: object) -> None:
+        seen.append(request.raw_url)  # type: ignore[attr-defined]
+        if request.raw_url == b"/2":  # type: ignore[attr-defined]
+            reader.stop()
+
+    reader = RequestReader(8192, 1000, deliver=deliver)
+    data = b"".join(b"GET /%d HTTP/1.1\r\n\r\n" % i for i in (1, 2, 3)) + b"garbage\r\n\r\n"
+    assert reader.push(data) is True  # dead: nothing more will be parsed
+    assert seen == [b"/1", b"/2"] and reader.error is None and reader.feed(b"GET /4") == []
+
+
+def test_a_fault_in_deliver_is_raised_not_taken_for_bad_input() -> None:
+    """An exception from the code requests are delivered to is not the peer's fault: it
+    propagates instead of becoming a 400."""
+
+    def deliver(request: object) -> None:
+        raise RuntimeError("bug")
+
+    reader = RequestReader(8192, 1000, deliver=deliver)
+    with pytest.raises(RuntimeError, match="bug"):
+        reader.push(b"GET / HTTP/1.1\r\n\r\n")
+    assert reader.error is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "keep_alive", "version", "upgrade"),
+    [
+        (b"GET / HTTP/2.0\r\n\r\n", False, "2.0", False),
+        (b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n", True, "1.1", False),
+        (b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", False, "1.1", True),
+    ],
+)
+def test_version_keep_alive_and_upgrade(
+    raw: bytes, keep_alive: bool, version: str, upgrade: bool
+) -> None:
+    """Version and keep-alive with and without a Connection header; an upgrade request is
+    delivered marked, not kept alive, and nothing after it is parsed."""
+    reader = RequestReader(8192, 1000)
+    done = reader.feed(raw + b"GET /next HTTP/1.1\r\n\r\n")
+    request = done[0]
+    assert (request.keep_alive, request.version, request.upgrade) == (keep_alive, version, upgrade)
+    assert len(done) == (2 if keep_alive else 1) and reader.dead is not keep_alive

@@ -172,6 +172,26 @@ def test_async_handlers_pipelined_answer_in_order() -> None:
     assert [r[2] for r in responses(t.value())] == [b"/1:a", b"/2:b", b"/3:"]
 
 
+def test_pipelined_after_connection_close_not_served() -> None:
+    """Requests pipelined after one that closes the connection reach no handler; requests
+    pipelined after a request answered with keep-alive are served in the same read."""
+    calls = []
+
+    def handler(request: Request, response: Response) -> None:
+        calls.append(request.path)
+        response.end(request.path)
+
+    _, proto, t, _ = serve(handler)
+    proto.dataReceived(
+        b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\nConnection: close\r\n\r\n"
+        b"GET /3 HTTP/1.1\r\n\r\nGET /4 HTTP/1.1\r\n\r\n"
+    )
+    assert calls == ["/1", "/2"] and [r[2] for r in responses(t.value())] == [b"/1", b"/2"]
+    assert t.writeClosed
+    proto.dataReceived(b"GET /5 HTTP/1.1\r\n\r\n")  # lingering: drained, not parsed
+    assert calls == ["/1", "/2"]
+
+
 def test_async_handler_failure_is_500() -> None:
     """An async handler that raises gives 500."""
 
@@ -241,11 +261,14 @@ def test_chunked_streaming_and_head() -> None:
         response.write("ab")
         response.write(b"")
         response.write(b"cde")
-        response.end()
+        response.end("f" if request.path == "/tail" else b"")
 
     _, proto, t, _ = serve(handler)
     proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
     assert t.value().endswith(b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n")
+    _, proto, t, _ = serve(handler)
+    proto.dataReceived(b"GET /tail HTTP/1.1\r\n\r\n")  # end(body) after write(): last chunk
+    assert t.value().endswith(b"\r\n3\r\ncde\r\n1\r\nf\r\n0\r\n\r\n")
     _, proto, t, _ = serve(hello)
     proto.dataReceived(b"HEAD / HTTP/1.1\r\n\r\n")
     assert t.value().endswith(b"Content-Length: 3\r\n\r\n")

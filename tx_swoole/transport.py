@@ -25,13 +25,15 @@ from twisted.internet.protocol import ServerFactory
 _RETRY = (BlockingIOError, InterruptedError)
 
 
-def write_through(transport: Any, data: bytes, buffered_write: Any = None) -> None:
+_buffered_write = tcp.Connection.write  # Twisted's: buffer, or hand to TLS when started
+
+
+def write_through(transport: tcp.Connection, data: bytes) -> None:
     """Send ``data`` on a Twisted TCP transport now if nothing is buffered, else buffer it.
 
-    Works on any ``tcp.Connection`` (server or client side); other transports (TLS, Unix
-    sockets, test doubles) just get ``transport.write``.
+    Works on any ``tcp.Connection`` (server or client side); with TLS started, or while
+    anything is buffered or the connection is closing, it is Twisted's ``write``.
     """
-    write = buffered_write or transport.write
     if (
         transport._tempDataLen
         or transport.dataBuffer
@@ -39,10 +41,10 @@ def write_through(transport: Any, data: bytes, buffered_write: Any = None) -> No
         or not transport.connected
         or transport._writeDisconnected
         or transport.TLS
+        or data.__class__ is not bytes
         or not data
-        or type(data) is not bytes
     ):
-        write(data)
+        _buffered_write(transport, data)
         return
     try:
         sent = transport.socket.send(data)
@@ -51,7 +53,7 @@ def write_through(transport: Any, data: bytes, buffered_write: Any = None) -> No
     except OSError:
         sent = 0  # the buffered retry in doWrite reports the loss as connectionLost
     if sent < len(data):
-        write(data[sent:])
+        _buffered_write(transport, data[sent:])
 
 
 class WriteThroughServer(tcp.Server):
@@ -64,8 +66,7 @@ class WriteThroughServer(tcp.Server):
     back to the buffer and the reactor reports the loss.
     """
 
-    def write(self, data: bytes) -> None:
-        write_through(self, data, super().write)
+    write = write_through  # one frame per write: this is the hot path of every server
 
     def writeSequence(self, iovec: Any) -> None:
         self.write(b"".join(iovec))

@@ -34,6 +34,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import backoffPolicy
@@ -103,7 +104,7 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
         # TCP: send at once when nothing is buffered (write-through); others: Twisted's write.
         transport: Any = self.transport
         if isinstance(transport, tcp.Connection) and not transport.TLS:
-            self._write = lambda data: write_through(transport, data)
+            self._write = partial(write_through, transport)
         else:
             self._write = transport.write
 

@@ -91,62 +91,75 @@ def _clean_name(name: str | bytes) -> bytes:
     return raw
 
 
-_HEADER_LINES: dict[tuple[Any, Any], bytes] = {}
-_HEADER_CACHE_SIZE = 4096  # distinct validated header lines kept (hot constant headers)
+# Flat (name, value, name, value, ...) tuple of a response's headers -> their checked lines
+# (plus the default Content-Type when none is among them).  Hot constant headers hit it.
+_BLOCKS: dict[tuple[Any, ...], bytes] = {}
+_CACHE_SIZE = 4096  # entries kept in each cache
+_DEFAULT_CTYPE = b"Content-Type: text/html\r\n"
 
 
 def _header_line(name: str | bytes, value: str | bytes | int) -> bytes:
-    line = _clean_name(name) + b": " + _clean(value, "header value") + b"\r\n"
-    if len(_HEADER_LINES) < _HEADER_CACHE_SIZE and len(line) < 256:
-        _HEADER_LINES[(name, value)] = line
+    return _clean_name(name) + b": " + _clean(value, "header value") + b"\r\n"
+
+
+def _header_block(headers: tuple[Any, ...]) -> bytes:
+    """Check and serialise flat headers; ValueError names the first bad one."""
+    lines = [_header_line(headers[i], headers[i + 1]) for i in range(0, len(headers), 2)]
+    if not any(line[:13].lower() == b"content-type:" for line in lines):
+        lines.append(_DEFAULT_CTYPE)
+    block = b"".join(lines)
+    if len(_BLOCKS) < _CACHE_SIZE and len(block) < 1024:
+        _BLOCKS[headers] = block
+    return block
+
+
+_LENGTH_LINES: dict[int, bytes] = {}
+
+
+def _length_line(length: int) -> bytes:
+    line = b"Content-Length: %d\r\n" % length
+    if len(_LENGTH_LINES) < _CACHE_SIZE:
+        _LENGTH_LINES[length] = line
     return line
+
+
+_OK = status_line(200)
 
 
 class Response:
     """The response to one request; ``end()`` it once (the server ends it for you when a
-    handler returns without doing so).
+    handler returns without doing so).  Made by the server, one per request.
 
     Header names and values with CR, LF or NUL raise ``ValueError`` (no response splitting).
     Once the connection is gone, ``write``/``end`` return False.
     """
 
-    __slots__ = (
-        "_proto", "_code", "_status", "_headers", "_has_ctype", "started", "ended",
-        "_chunked", "_head", "_closing", "_http10",
-    )  # fmt: skip
-
-    def __init__(self, proto: HTTPProtocol, parsed: ParsedRequest) -> None:
-        self._proto = proto
-        self._code = 200
-        self._status: bytes | None = None
-        self._headers: list[bytes] = []
-        self._has_ctype = False
-        self.started = False
-        self.ended = False
-        self._chunked = False
-        self._head = parsed.raw_method == b"HEAD"
-        self._closing = not parsed.keep_alive
-        self._http10 = parsed.version == "1.0"
+    _proto: HTTPProtocol
+    _request: ParsedRequest
+    _headers: list[Any]  # flat: name, value, name, value, ...
+    _status: bytes  # the status line
+    _closing: bool  # set when the head is written: the connection closes after this response
+    started: bool  # the head was sent (by write() or sendfile(): the body is streamed)
+    ended: bool  # end() or sendfile() was called: nothing more may be written
 
     @property
     def status_code(self) -> int:
-        return self._code
+        return int(self._status[9:12])
 
     def status(self, code: int, reason: str | None = None) -> None:
         """Set the status code (and optionally the reason phrase)."""
         if not 100 <= code <= 999:
             raise ValueError(f"status code {code} is not in 100..999")
-        self._code = code
-        self._status = status_line(code, reason) if reason is not None else None
+        self._status = status_line(code, reason)
 
     def header(self, name: str | bytes, value: str | bytes | int) -> None:
-        """Add a header; repeat the call for repeated headers."""
-        line = _HEADER_LINES.get((name, value))
-        if line is None:
-            line = _header_line(name, value)
-        if line[0] in b"Cc" and line[:13].lower() == b"content-type:":
-            self._has_ctype = True
-        self._headers.append(line)
+        """Add a header; repeat the call for repeated headers.
+
+        Names and values are checked when the head is written: one with CR, LF or NUL (or a
+        name with ``:`` or whitespace) makes ``end()``/``write()``/``sendfile()`` raise
+        ``ValueError`` before anything is sent.
+        """
+        self._headers += (name, value)
 
     def cookie(
         self,
@@ -182,68 +195,81 @@ class Response:
         return self.end()
 
     def _head_bytes(self, length: int | None, body: bytes = b"") -> bytes:
-        """Status line and headers (and ``body``, joined in the same copy)."""
-        proto = self._proto
-        if self._closing or proto.server.draining:
+        """Status line and headers (and ``body``, joined in the same copy); ``length`` None:
+        the body follows in chunks (HTTP/1.1) or until the connection closes (HTTP/1.0)."""
+        request = self._request
+        server = self._proto.server
+        if request.keep_alive and not server.draining:
+            self._closing = False
+            tail = b"\r\n" if request.version == "1.1" else b"Connection: keep-alive\r\n\r\n"
+        else:
             self._closing = True
-            conn = b"Connection: close\r\n"
-        elif self._http10:
-            conn = b"Connection: keep-alive\r\n"
+            tail = b"Connection: close\r\n\r\n"
+        if length is not None:
+            framing = _LENGTH_LINES.get(length) or _length_line(length)
+        elif request.version == "1.1":
+            framing = b"Transfer-Encoding: chunked\r\n"
         else:
-            conn = b""
-        if length is None:
-            if self._http10:
-                self._closing = True
-                conn = b"Connection: close\r\n"
-                framing = b""
-            else:
-                framing = b"Transfer-Encoding: chunked\r\n"
+            self._closing = True
+            tail = b"Connection: close\r\n\r\n"
+            framing = b""
+        headers = self._headers
+        if headers:
+            key = tuple(headers)
+            block = _BLOCKS.get(key) or _header_block(key)
         else:
-            framing = b"Content-Length: %d\r\n" % length
-        return b"".join((
-            self._status or _STATUS_LINES.get(self._code) or status_line(self._code),
-            proto.server.defaultHeaders,
-            b"" if self._has_ctype else b"Content-Type: text/html\r\n",
-            *self._headers, framing, conn, b"\r\n", body,
-        ))  # fmt: skip
+            block = _DEFAULT_CTYPE
+        if request.raw_method == b"HEAD":
+            body = b""
+        return b"".join((self._status, server.defaultHeaders, block, framing, tail, body))
 
     def write(self, data: str | bytes) -> bool:
         """Stream a piece of the body (chunked for HTTP/1.1); False if the client is gone."""
         if self.ended or not self._proto.connected:
             return False
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        if not self.started:
-            self.started = self._chunked = True
-            self._proto.transport.write(self._head_bytes(None))
-        if data and not self._head:
-            if self._http10:
-                self._proto.transport.write(data)
-            else:
-                self._proto.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self._stream(data)
         return True
+
+    def _stream(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        transport = self._proto.transport
+        if not self.started:
+            head = self._head_bytes(None)  # may raise ValueError: then nothing was sent
+            self.started = True
+            transport.write(head)
+        if data and self._request.raw_method != b"HEAD":
+            if self._request.version == "1.1":
+                transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                transport.write(data)
 
     def end(self, body: str | bytes = b"") -> bool:
         """Finish the response with ``body`` (after any ``write``); False if already ended or
         the client is gone."""
         if self.ended:
             return False
-        self.ended = True
         proto = self._proto
         if not proto.connected:
+            self.ended = True
             return False
         if body.__class__ is not bytes:
-            body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-        if self._chunked:
-            if body and not self._head:
-                self.write(body)
-            if not self._http10:
+            body = body.encode() if isinstance(body, str) else bytes(body)
+        if self.started:  # streamed with write()
+            self.ended = True
+            if body:
+                self._stream(body)
+            if self._request.version == "1.1":
                 proto.transport.write(b"0\r\n\r\n")
         else:
-            self.started = True
-            proto.transport.write(self._head_bytes(len(body), b"" if self._head else body))
+            data = self._head_bytes(len(body), body)  # may raise ValueError: nothing sent
+            self.started = self.ended = True
+            proto.transport.write(data)
         proto.responseEnded(self)
         return True
+
+    def _has_content_type(self) -> bool:
+        return any(_clean_name(name).lower() == b"content-type" for name in self._headers[::2])
 
     def sendfile(self, path: str, content_type: str | None = None) -> defer.Deferred[None]:
         """Send the file at ``path`` as the whole body; the Deferred fires when it is sent.
@@ -255,22 +281,25 @@ class Response:
             raise RuntimeError("sendfile() after the response started")
         f = open(path, "rb")  # noqa: SIM115 - closed when the transfer ends
         size = os.fstat(f.fileno()).st_size
-        if not self._has_ctype:
+        if not self._has_content_type():
             self.header(b"Content-Type", content_type or mimetypes.guess_type(path)[0] or
                         "application/octet-stream")  # fmt: skip
-        self.started = True
-        proto = self._proto
-        proto.transport.write(self._head_bytes(size))
-        if self._head or not size:
+        try:
+            head = self._head_bytes(size)
+        except ValueError:
             f.close()
-            self.ended = True
+            raise
+        self.started = self.ended = True
+        proto = self._proto
+        proto.transport.write(head)
+        if self._request.raw_method == b"HEAD" or not size:
+            f.close()
             proto.responseEnded(self)
             return defer.succeed(None)
         d: defer.Deferred[Any] = FileSender().beginFileTransfer(f, proto.transport)
 
         def done(result: Any) -> None:
             f.close()
-            self.ended = True
             if isinstance(result, Failure):
                 proto.abort("error")
             else:
@@ -293,8 +322,8 @@ class HTTPProtocol(TrackedProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self._reader: RequestReader | None = None
-        self._queue: deque[ParsedRequest] = deque()
+        self._reader: Any = None  # a RequestReader once connected
+        self._queue: deque[Request] = deque()
         self._current: Response | None = None
         self._busy = False
         self._paused = False
@@ -305,7 +334,9 @@ class HTTPProtocol(TrackedProtocol):
 
     def connectionMade(self) -> None:
         s = self.server.settings
-        self._reader = RequestReader(s.http_header_max_length, s.package_max_length, Request)
+        self._reader = RequestReader(
+            s.http_header_max_length, s.package_max_length, Request, self._serve
+        )
         self._idleSince = self.server.seconds()
 
     def dataReceived(self, data: bytes) -> None:
@@ -314,20 +345,13 @@ class HTTPProtocol(TrackedProtocol):
             self._linger(len(data))
             return
         reader = self._reader
-        assert reader is not None
-        requests = reader.feed(data)
-        if requests:
-            if self._current is None and len(requests) == 1 and not self._queue:
-                self._serve(requests[0])
-            else:
-                self._queue.extend(requests)
-                self._serveQueued()
-        if reader.in_head or reader.error is not None or reader.continue_wanted or self._queue:
+        # Serves (or queues) each complete request as it is parsed: see _serve.
+        if reader.push(data) or self._queue or self._headSince >= 0:
             self._afterFeed(reader)
-        elif self._headSince >= 0:
-            self._headSince = -1.0
 
     def _afterFeed(self, reader: RequestReader) -> None:
+        if self._discarded >= 0:
+            return  # answered with Connection: close (or refused) during this read
         if reader.error is not None:
             if self._current is None and not self._queue:
                 self._refuse(reader.error)
@@ -344,22 +368,34 @@ class HTTPProtocol(TrackedProtocol):
             self.transport.pauseProducing()
 
     # -- serving ----------------------------------------------------------------------------
-    def _serve(self, parsed: ParsedRequest) -> None:  # a Request: see connectionMade
+    def _serve(self, request: Request) -> None:
+        # Outside _serveQueued, no request in progress means none queued either.
+        if self._current is not None:
+            self._queue.append(request)
+            return
         server = self.server
         server.requestCount += 1
         if server.maxRequestReached is not None:
             server.maxRequestReached()
-        response = self._current = Response(self, parsed)
+        request.owner = self
+        response = self._current = Response()
+        response._proto = self
+        response._request = request
+        response._headers = []
+        response._status = _OK
+        response.started = response.ended = False
         try:
-            parsed.owner = self
-            result = server.handler(parsed, response)
+            result = server.handler(request, response)
         except Exception:
             self._handlerFailed(response, Failure())
             return
         if result is None:
             if not response.ended:
                 response.end()
-            return
+        else:
+            self._handlerReturned(response, result)
+
+    def _handlerReturned(self, response: Response, result: Any) -> None:
         if inspect.iscoroutine(result):
             result = defer.Deferred.fromCoroutine(result)
         if isinstance(result, defer.Deferred):
@@ -381,8 +417,7 @@ class HTTPProtocol(TrackedProtocol):
             self.abort("error")
             return
         response._headers = []
-        response._has_ctype = False
-        response.status(500)
+        response._status = status_line(500)
         response.end(b"<h1>500 Internal Server Error</h1>")
 
     def responseEnded(self, response: Response) -> None:
@@ -396,10 +431,9 @@ class HTTPProtocol(TrackedProtocol):
         server = self.server
         # Coarse time (updated every second) unless draining, where the grace needs precision.
         self._idleSince = server.seconds() if server.draining else server.now
-        if self._queue:
+        reader = self._reader
+        if self._queue or reader.error is not None or reader.continue_wanted:
             self._serveQueued()
-        elif self._reader is not None and self._reader.error is not None:
-            self._refuse(self._reader.error)
 
     def _serveQueued(self) -> None:
         if self._busy:
@@ -414,7 +448,7 @@ class HTTPProtocol(TrackedProtocol):
             self._paused = False
             self.transport.resumeProducing()
         reader = self._reader
-        if self._current is None and not self._queue and reader is not None:
+        if self._current is None and not self._queue and self._discarded < 0:
             if reader.error is not None:
                 self._refuse(reader.error)
             elif reader.continue_wanted:
@@ -431,6 +465,7 @@ class HTTPProtocol(TrackedProtocol):
         # Half-close, then linger: pipelined bytes the client already sent must not turn
         # our FIN into a reset before it has read the response.
         self._discarded = 0
+        self._reader.stop()  # also ends the parse in progress if this runs inside it
         self.transport.loseWriteConnection()
         self._lingerCall = self.server.reactor.callLater(LINGER_TIME, self._lingerDone)
 
@@ -466,6 +501,11 @@ class HTTPProtocol(TrackedProtocol):
         self._lingerCall = None
         if self.connected:
             self.transport.loseConnection()
+
+    def abort(self, reason: str) -> None:
+        if self._reader is not None:
+            self._reader.stop()
+        super().abort(reason)
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         if self._lingerCall is not None and self._lingerCall.active():
