@@ -101,7 +101,7 @@ def test_spawns_workers_with_stable_ids_socket_and_control_channel(h: Harness) -
     h.master.startService()
     assert h.pids() == {0: 1000, 1: 1001}
     _, _, args, fds = h.spawned[0]
-    assert args[1:3] == ["-m", "tx_swoole.process.worker"] and args[-2:] == ["0", "1"]
+    assert args[1:3] == ["-m", "tx_swoole.process.worker"] and args[-3:] == ["0", "1", ""]
     assert fds[3] == h.sock.fileno() and fds[0] == "w" and fds[4] == "r"
 
 

@@ -21,6 +21,7 @@ from twisted.python import usage
 from tx_swoole._log import SwooleLogger
 from tx_swoole.config import ServerConfig, load_config
 from tx_swoole.errors import ConfigError
+from tx_swoole.reactor import install_unless_chosen
 
 log = SwooleLogger("tx_swoole.tap")
 BOOT_ERROR_EXIT = 3  # like gunicorn's WORKER_BOOT_ERROR: the app cannot start
@@ -115,12 +116,14 @@ class InProcessServer(MultiService):
 
 def makeService(options: Options) -> IService:
     """The service tree for the options: in-process server or master."""
+    install_unless_chosen()  # twistd installs its default only when the service is built
     config: ServerConfig = options["server_config"]
     if config.settings.worker_num == 0:
         return InProcessServer(config)
     from tx_swoole.process.master import MasterService
 
+    parent: Any = options.parent or {}
     master: IService = MasterService(
-        config, pidfile=options.parent["pidfile"] if options.parent else None
+        config, pidfile=parent.get("pidfile"), reactor_name=parent.get("reactor")
     )
     return master

@@ -121,6 +121,7 @@ class MasterService(Service):
         spawn: Any = None,
         sockets: list[socket.socket] | None = None,
         executable: str = sys.executable,
+        reactor_name: str | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -129,6 +130,7 @@ class MasterService(Service):
         self.reactor = reactor
         self.spawn = spawn or reactor.spawnProcess
         self.executable = executable
+        self.reactorName = reactor_name  # twistd --reactor: workers use it too
         self.sockets = sockets or []
         self.statusPath = os.path.abspath(pidfile) + ".status.json" if pidfile else None
         self.generation = 1
@@ -178,6 +180,7 @@ class MasterService(Service):
         args = [
             self.executable, "-m", "tx_swoole.process.worker",
             json.dumps(self.config.to_dict()), str(wid), str(worker.generation),
+            self.reactorName or "",
         ]  # fmt: skip
         listen = self.sockets[wid % len(self.sockets)].fileno()
         child_fds = {0: "w", 1: "r", 2: "r", LISTEN_FD: listen, CONTROL_OUT_FD: "r"}

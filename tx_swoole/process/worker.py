@@ -30,6 +30,7 @@ from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig, parse_config, resolve
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
+from tx_swoole.reactor import install_unless_chosen
 from tx_swoole.transport import adopt_stream_port, listen_tcp, refuse_new_connections
 
 log = SwooleLogger("tx_swoole.worker")
@@ -348,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     """Worker process entry point; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     raw, worker_id, generation = json.loads(argv[0]), int(argv[1]), int(argv[2])
+    reactor_name = argv[3] if len(argv) > 3 else ""
     config = parse_config(
         {k: raw[k] for k in ("server", "settings", "events")}, raw["base_dir"], raw["path"]
     )
@@ -356,9 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # Ctrl-C reaches the whole group: the master decides
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     _worker_logging(config.settings.log_level)
-    from twisted.internet import reactor as _reactor
+    if reactor_name:  # the master's twistd --reactor choice
+        from twisted.application.reactors import installReactor
 
-    reactor: Any = _reactor
+        reactor: Any = installReactor(reactor_name)
+    else:
+        reactor = install_unless_chosen()
     runtime = WorkerRuntime(config, worker_id, generation, reactor)
     reactor.callWhenRunning(runtime.start)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(runtime.drain, True))

@@ -1,0 +1,73 @@
+"""Twisted's epoll reactor without the per-event legacy log context.
+
+Twisted's reactors hand every read or write event to the selectable through
+``twisted.python.log.callWithLogger``, which asks for the selectable's ``logPrefix()``, copies
+the legacy logging context twice and adds five calls, so that ``twisted.python.log.msg``
+calls made while handling the event carry the connection's prefix as ``system``.  For a small
+HTTP request that bookkeeping costs about as much CPU as parsing and answering it.
+
+:class:`SwooleReactor` is ``EPollReactor`` with that step left out; timers, threads, signals,
+connection loss and every transport are Twisted's own.  The one visible difference: legacy
+``log.msg`` calls made while a connection handles I/O log ``system`` as ``-``;
+``twisted.logger`` events (which this package uses) are the same.  An exception escaping the
+event handling is logged, as before, and the loop carries on.
+
+``twistd swoole`` and its worker processes install it unless a reactor was chosen already
+(``twistd --reactor=...``).  In another program call :func:`install` before anything imports
+``twisted.internet.reactor``; the protocols work the same on any reactor.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from typing import Any
+
+from twisted.internet import epollreactor
+from twisted.logger import Logger
+
+_log = Logger("tx_swoole.reactor")
+
+
+class SwooleReactor(epollreactor.EPollReactor):
+    """``EPollReactor`` dispatching events without ``log.callWithLogger``."""
+
+    def doPoll(self, timeout: float | None) -> None:
+        if timeout is None:
+            timeout = -1  # wait indefinitely
+        try:
+            events = self._poller.poll(timeout, len(self._selectables))
+        except OSError as err:
+            if err.errno == errno.EINTR:
+                return
+            raise
+        selectables = self._selectables
+        dispatch = self._doReadOrWrite
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue
+            try:
+                dispatch(selectable, fd, event)  # catches and logs the selectable's own errors
+            except Exception:
+                _log.failure("error handling an event on {selectable!r}", selectable=selectable)
+
+    doIteration = doPoll
+
+
+def install() -> SwooleReactor:
+    """Install :class:`SwooleReactor` as ``twisted.internet.reactor`` and return it."""
+    from twisted.internet.main import installReactor
+
+    reactor = SwooleReactor()
+    installReactor(reactor)
+    return reactor
+
+
+def install_unless_chosen() -> Any:
+    """Install :class:`SwooleReactor` if no reactor is installed yet; return the reactor."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return install()
+    from twisted.internet import reactor
+
+    return reactor
