@@ -32,6 +32,14 @@ _log = Logger("tx_swoole.reactor")
 class SwooleReactor(epollreactor.EPollReactor):
     """``EPollReactor`` dispatching events without ``log.callWithLogger``."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Class constants read for every event by _doReadOrWrite: as instance attributes the
+        # interpreter's attribute caches serve them.
+        self._POLL_DISCONNECTED = self._POLL_DISCONNECTED
+        self._POLL_IN = self._POLL_IN
+        self._POLL_OUT = self._POLL_OUT
+
     def doPoll(self, timeout: float | None) -> None:
         if timeout is None:
             timeout = -1  # wait indefinitely

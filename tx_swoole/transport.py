@@ -68,6 +68,17 @@ class WriteThroughServer(tcp.Server):
 
     write = write_through  # one frame per write: this is the hot path of every server
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Twisted keeps these on the class until first changed; as instance attributes the
+        # interpreter's attribute caches serve the reads write_through makes on every send.
+        self.dataBuffer = self.dataBuffer
+        self.offset = self.offset
+        self.disconnecting = self.disconnecting
+        self._writeDisconnected = self._writeDisconnected
+        self.TLS = self.TLS
+        self.bufferSize = self.bufferSize
+
     def writeSequence(self, iovec: Any) -> None:
         self.write(b"".join(iovec))
 
