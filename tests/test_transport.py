@@ -72,6 +72,9 @@ async def test_small_write_goes_to_kernel_at_once() -> None:
     server, client, port = await pair()
     t = server.transport
     assert isinstance(t, WriteThroughServer)
+    # The class defaults consulted on every send are the transport's own (same values).
+    own = vars(t)
+    assert (own["dataBuffer"], own["disconnecting"], own["TLS"]) == (b"", False, False)
     t.write(b"hello")
     assert t.pendingBytes() == 0 and t not in reactor.getWriters()  # type: ignore[attr-defined]
     await until(lambda: client.received == b"hello")

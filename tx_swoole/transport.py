@@ -56,6 +56,20 @@ def write_through(transport: tcp.Connection, data: bytes) -> None:
         _buffered_write(transport, data[sent:])
 
 
+_HOT = ("dataBuffer", "offset", "disconnecting", "_writeDisconnected", "TLS", "bufferSize")
+
+
+def own_hot_attributes(transport: tcp.Connection) -> None:
+    """Copy the class-level defaults that every read and send consults onto the transport.
+
+    Twisted keeps them on the class until first changed; read through an instance they miss
+    the interpreter's attribute caches and walk the class hierarchy on every call.  As
+    instance attributes (same values) they are served from the cache.
+    """
+    for name in _HOT:
+        setattr(transport, name, getattr(transport, name))
+
+
 class WriteThroughServer(tcp.Server):
     """A ``tcp.Server`` whose ``write`` sends immediately when its buffer is empty.
 
@@ -70,14 +84,7 @@ class WriteThroughServer(tcp.Server):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Twisted keeps these on the class until first changed; as instance attributes the
-        # interpreter's attribute caches serve the reads write_through makes on every send.
-        self.dataBuffer = self.dataBuffer
-        self.offset = self.offset
-        self.disconnecting = self.disconnecting
-        self._writeDisconnected = self._writeDisconnected
-        self.TLS = self.TLS
-        self.bufferSize = self.bufferSize
+        own_hot_attributes(self)
 
     def writeSequence(self, iovec: Any) -> None:
         self.write(b"".join(iovec))

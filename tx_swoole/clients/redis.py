@@ -62,7 +62,7 @@ from tx_swoole.errors import (
     RedisWrongProcessError,
     WatchError,
 )
-from tx_swoole.transport import write_through
+from tx_swoole.transport import own_hot_attributes, write_through
 
 log = SwooleLogger("tx_swoole.redis")
 _FORK_GENERATION = 0
@@ -104,6 +104,7 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
         # TCP: send at once when nothing is buffered (write-through); others: Twisted's write.
         transport: Any = self.transport
         if isinstance(transport, tcp.Connection) and not transport.TLS:
+            own_hot_attributes(transport)
             self._write = partial(write_through, transport)
         else:
             self._write = transport.write
