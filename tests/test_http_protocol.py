@@ -361,3 +361,37 @@ def test_sendfile(tmp_path: Any) -> None:
     [(status, headers, body)] = responses(t.value())
     assert (status, headers["content-type"], body) == (200, "text/plain", b"file body" * 1000)
     assert done == [None]
+
+
+def test_bad_header_refused_before_anything_is_sent(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad header makes end()/write()/sendfile() raise before the head goes out (so the
+    handler's exception becomes a clean 500), and sendfile closes the file it opened."""
+    path = tmp_path / "page.txt"
+    path.write_bytes(b"x")
+    opened: list[Any] = []
+    real_open = open
+
+    def tracking_open(*args: Any, **kwargs: Any) -> Any:
+        opened.append(real_open(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr("builtins.open", tracking_open)
+
+    def handler(request: Request, response: Response) -> Any:
+        response.header("X-Bad", "a\r\nb")
+        if request.path == "/file":
+            return response.sendfile(str(path))
+        if request.path == "/stream":
+            response.write("part")
+        response.end("body")
+        return None
+
+    for target in (b"/", b"/stream", b"/file"):
+        _, proto, t, _ = serve(handler)
+        with capturedLogs():
+            proto.dataReceived(b"GET %s HTTP/1.1\r\n\r\n" % target)
+        [(status, _, _)] = responses(t.value())
+        assert status == 500 and b"a\r\nb" not in t.value()
+    assert len(opened) == 1 and opened[0].closed

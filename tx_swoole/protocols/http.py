@@ -130,8 +130,9 @@ class Response:
     """The response to one request; ``end()`` it once (the server ends it for you when a
     handler returns without doing so).  Made by the server, one per request.
 
-    Header names and values with CR, LF or NUL raise ``ValueError`` (no response splitting).
-    Once the connection is gone, ``write``/``end`` return False.
+    Header names and values with CR, LF or NUL are refused (no response splitting): ``end``,
+    ``write`` or ``sendfile`` raise ``ValueError`` before anything is sent.  Once the
+    connection is gone, ``write``/``end`` return False.
     """
 
     _proto: HTTPProtocol
@@ -269,7 +270,11 @@ class Response:
         return True
 
     def _has_content_type(self) -> bool:
-        return any(_clean_name(name).lower() == b"content-type" for name in self._headers[::2])
+        for name in self._headers[::2]:
+            raw = name.encode("latin-1", "replace") if isinstance(name, str) else name
+            if raw.lower() == b"content-type":
+                return True
+        return False
 
     def sendfile(self, path: str, content_type: str | None = None) -> defer.Deferred[None]:
         """Send the file at ``path`` as the whole body; the Deferred fires when it is sent.
