@@ -43,7 +43,7 @@ from tx_swoole.errors import (
 _SAMPLE = 40  # bytes of peer data quoted in error messages, at most
 # Header names that need a look when the head completes, by length -> first letter, lower
 # case: Content-Length, Expect, Upgrade, Connection.  A match only triggers the exact check.
-_SPECIAL = {14: ord("c"), 6: ord("e"), 7: ord("u"), 10: ord("c")}  # ... and Connection
+_SPECIAL = {14: ord("c"), 6: ord("e"), 7: ord("u"), 10: ord("c")}
 
 
 class ParsedRequest:
