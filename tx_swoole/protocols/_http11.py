@@ -257,13 +257,15 @@ class RequestReader:
 
     def _check_special(self, request: ParsedRequest) -> None:
         declared: int | None = None
-        expect = False
+        expect = upgrade = False
         for name, value in request.raw_headers:
-            lname = name.lower()
-            if lname == b"content-length":
+            n = len(name)
+            if n == 14 and name.lower() == b"content-length":
                 declared = int(value)  # llhttp has checked it is a number, and not repeated
-            elif lname == b"expect":
+            elif n == 6 and name.lower() == b"expect":
                 expect = value.lower() == b"100-continue"
+            elif n == 7 and name.lower() == b"upgrade":
+                upgrade = True
         if declared is not None and declared > self._body_max:
             self._fail(
                 BodyTooLargeError(
@@ -272,7 +274,7 @@ class RequestReader:
             )
         if expect and declared != 0:
             self.continue_wanted = True
-        if self._parser.should_upgrade():
+        if upgrade and self._parser.should_upgrade():  # CONNECT was refused already
             request.upgrade = True
             request.keep_alive = False
 
