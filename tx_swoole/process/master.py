@@ -39,7 +39,8 @@ from twisted.python.failure import Failure
 from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig
 from tx_swoole.process._control import LineDecoder, encode
-from tx_swoole.process.worker import BOOT_ERROR_EXIT, CONTROL_OUT_FD, LISTEN_FD
+from tx_swoole.process.worker import CONTROL_OUT_FD, LISTEN_FD
+from tx_swoole.tap import BOOT_ERROR_EXIT
 from tx_swoole.transport import refuse_new_connections
 
 log = SwooleLogger("tx_swoole.master")

@@ -31,10 +31,10 @@ from tx_swoole.config import ServerConfig, parse_config, resolve
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
 from tx_swoole.reactor import install_unless_chosen
+from tx_swoole.tap import BOOT_ERROR_EXIT
 from tx_swoole.transport import adopt_stream_port, listen_tcp, refuse_new_connections
 
 log = SwooleLogger("tx_swoole.worker")
-BOOT_ERROR_EXIT = 3  # like gunicorn's WORKER_BOOT_ERROR: the app cannot start
 EXIT_POLL = 0.1  # seconds between worker_exit calls while draining
 
 
@@ -214,10 +214,11 @@ def describe_open(factory: ConnectionTable, most: int = 5) -> str:
 
 
 # -- worker process entry point ----------------------------------------------------------------
-# ``python -m tx_swoole.process.worker CONFIG_JSON WORKER_ID GENERATION`` is spawned by the
-# master with the listening socket on fd 3, master → worker control messages on fd 0 (stdin,
-# whose EOF means the master died) and worker → master messages on fd 4.  Logs go to stderr as
-# JSON events, which the master re-emits tagged with the worker id and pid.
+# ``python -m tx_swoole.process.worker CONFIG_JSON WORKER_ID GENERATION [REACTOR]`` is spawned
+# by the master (REACTOR: its twistd --reactor choice, empty for SwooleReactor) with the
+# listening socket on fd 3, master → worker control messages on fd 0 (stdin, whose EOF means
+# the master died) and worker → master messages on fd 4.  Logs go to stderr as JSON events,
+# which the master re-emits tagged with the worker id and pid.
 LISTEN_FD = 3
 CONTROL_OUT_FD = 4
 STATS_INTERVAL = 1.0
