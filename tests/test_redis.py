@@ -6,6 +6,7 @@ import os
 import pickle
 import random
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -30,186 +31,171 @@ def sleep(seconds: float) -> defer.Deferred[None]:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
+@pytest_twisted.async_yield_fixture
+async def pools(redis_server) -> AsyncIterator[Callable[..., RedisPool]]:
+    """``pools(**kwargs)`` makes a RedisPool on the module's redis-server (its port unless
+    ``unix_socket`` is given); every pool made is closed after the test."""
+    made: list[RedisPool] = []
+
+    def make(**kwargs: Any) -> RedisPool:
+        if "unix_socket" not in kwargs:
+            kwargs.setdefault("port", redis_server.port)
+        made.append(RedisPool(**kwargs))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        await pool.close()
+
+
 @pytest_twisted.ensureDeferred
-async def test_commands_of_every_family(redis_server) -> None:
+async def test_commands_of_every_family(redis_server, pools) -> None:
     """Strings, keys/expiry, hashes, lists, sets, sorted sets, counters, scan, streams."""
-    pool = RedisPool(port=redis_server.port, size=3)
-    try:
-        await pool.flushdb()
-        assert await pool.set("s", "v", ex=100) is True and await pool.get("s") == b"v"
-        assert await pool.set("s", "w", nx=True) is False or True
-        assert await pool.ttl("s") > 0 and await pool.persist("s") is True
-        assert await pool.mset({"a": 1, "b": 2}) is True and await pool.mget("a", "b", "zz") == [
-            b"1",
-            b"2",
-            None,
-        ]
-        assert (
-            await pool.incr("n") == 1 and await pool.incr("n", 5) == 6 and await pool.decr("n") == 5
-        )
-        assert await pool.incrbyfloat("f", 1.5) == 1.5
-        assert await pool.hset("h", mapping={"x": 1, "y": 2}) == 2
-        assert (
-            await pool.hgetall("h") == {b"x": b"1", b"y": b"2"}
-            and await pool.hincrby("h", "x", 3) == 4
-        )
-        assert await pool.rpush("l", "a", "b", "c") == 3 and await pool.lrange("l") == [
-            b"a",
-            b"b",
-            b"c",
-        ]
-        assert await pool.lpop("l") == b"a" and await pool.llen("l") == 2
-        assert await pool.sadd("set", "p", "q") == 2 and await pool.smembers("set") == {b"p", b"q"}
-        assert await pool.sismember("set", "p") is True
-        assert await pool.zadd("z", {"m1": 1, "m2": 2.5}) == 2
-        assert await pool.zrange("z", withscores=True) == [(b"m1", 1.0), (b"m2", 2.5)]
-        assert await pool.zscore("z", "m2") == 2.5 and await pool.zincrby("z", 1, "m1") == 2.0
-        assert await pool.exists("s", "h", "nope") == 2 and await pool.delete("s") == 1
-        assert await pool.expire("h", 100) is True and await pool.type("h") == b"hash"
-        keys = sorted([k async for k in pool.scan_iter(count=2)])
-        assert keys == sorted([b"a", b"b", b"n", b"f", b"h", b"l", b"set", b"z"])
-        assert dict([kv async for kv in pool.hscan_iter("h")]) == {b"x": b"4", b"y": b"2"}
-        entry = await pool.xadd("st", {"k": "v"})
-        assert await pool.xlen("st") == 1 and await pool.xrange("st") == [(entry, {b"k": b"v"})]
-        assert await pool.xread({"st": "0"}) == {b"st": [(entry, {b"k": b"v"})]}
-        assert await pool.execute("ECHO", "raw") == b"raw"
-        with pytest.raises(RedisReplyError, match=f"WRONGTYPE.*127.0.0.1:{redis_server.port}"):
-            await pool.lpush("h", "x")
-        assert await pool.ping() == b"PONG"  # the connection stays usable after an error
-    finally:
-        await pool.close()
+    pool = pools(size=3)
+    await pool.flushdb()
+    assert await pool.set("s", "v", ex=100) is True and await pool.get("s") == b"v"
+    assert await pool.set("s", "w", nx=True) is False or True
+    assert await pool.ttl("s") > 0 and await pool.persist("s") is True
+    assert await pool.mset({"a": 1, "b": 2}) is True and await pool.mget("a", "b", "zz") == [
+        b"1",
+        b"2",
+        None,
+    ]
+    assert await pool.incr("n") == 1 and await pool.incr("n", 5) == 6 and await pool.decr("n") == 5
+    assert await pool.incrbyfloat("f", 1.5) == 1.5
+    assert await pool.hset("h", mapping={"x": 1, "y": 2}) == 2
+    assert (
+        await pool.hgetall("h") == {b"x": b"1", b"y": b"2"} and await pool.hincrby("h", "x", 3) == 4
+    )
+    assert await pool.rpush("l", "a", "b", "c") == 3 and await pool.lrange("l") == [
+        b"a",
+        b"b",
+        b"c",
+    ]
+    assert await pool.lpop("l") == b"a" and await pool.llen("l") == 2
+    assert await pool.sadd("set", "p", "q") == 2 and await pool.smembers("set") == {b"p", b"q"}
+    assert await pool.sismember("set", "p") is True
+    assert await pool.zadd("z", {"m1": 1, "m2": 2.5}) == 2
+    assert await pool.zrange("z", withscores=True) == [(b"m1", 1.0), (b"m2", 2.5)]
+    assert await pool.zscore("z", "m2") == 2.5 and await pool.zincrby("z", 1, "m1") == 2.0
+    assert await pool.exists("s", "h", "nope") == 2 and await pool.delete("s") == 1
+    assert await pool.expire("h", 100) is True and await pool.type("h") == b"hash"
+    keys = sorted([k async for k in pool.scan_iter(count=2)])
+    assert keys == sorted([b"a", b"b", b"n", b"f", b"h", b"l", b"set", b"z"])
+    assert dict([kv async for kv in pool.hscan_iter("h")]) == {b"x": b"4", b"y": b"2"}
+    entry = await pool.xadd("st", {"k": "v"})
+    assert await pool.xlen("st") == 1 and await pool.xrange("st") == [(entry, {b"k": b"v"})]
+    assert await pool.xread({"st": "0"}) == {b"st": [(entry, {b"k": b"v"})]}
+    assert await pool.execute("ECHO", "raw") == b"raw"
+    with pytest.raises(RedisReplyError, match=f"WRONGTYPE.*127.0.0.1:{redis_server.port}"):
+        await pool.lpush("h", "x")
+    assert await pool.ping() == b"PONG"  # the connection stays usable after an error
 
 
 @pytest_twisted.ensureDeferred
-async def test_decoding_and_unix_socket(redis_server) -> None:
+async def test_decoding_and_unix_socket(redis_server, pools) -> None:
     """encoding= gives str replies; unix_socket= connects over a Unix socket."""
-    pool = RedisPool(unix_socket=redis_server.unix, encoding="utf-8")
-    try:
-        await pool.set("u", "é")
-        assert await pool.get("u") == "é"
-        assert pool.address == redis_server.unix
-    finally:
-        await pool.close()
+    pool = pools(unix_socket=redis_server.unix, encoding="utf-8")
+    await pool.set("u", "é")
+    assert await pool.get("u") == "é"
+    assert pool.address == redis_server.unix
 
 
 @pytest_twisted.ensureDeferred
-async def test_interfaces_verified(redis_server) -> None:
+async def test_interfaces_verified(pools) -> None:
     """Pool, connection and pipeline all provide IRedisCommands."""
-    pool = RedisPool(port=redis_server.port)
-    try:
-        verifyObject(IRedisCommands, pool)
-        verifyObject(IRedisCommands, pool.pipeline())
-        async with pool.client() as conn:
-            assert isinstance(conn, RedisConnection)
-            verifyObject(IRedisCommands, conn)
-    finally:
-        await pool.close()
+    pool = pools()
+    verifyObject(IRedisCommands, pool)
+    verifyObject(IRedisCommands, pool.pipeline())
+    async with pool.client() as conn:
+        assert isinstance(conn, RedisConnection)
+        verifyObject(IRedisCommands, conn)
 
 
 @pytest_twisted.ensureDeferred
-async def test_concurrent_callers_each_get_their_own_reply(redis_server) -> None:
+async def test_concurrent_callers_each_get_their_own_reply(pools) -> None:
     """500 concurrent callers over a pool of 4 (implicit pipelining): every reply matches."""
-    pool = RedisPool(port=redis_server.port, size=4)
-    try:
-        await defer.gatherResults([pool.set(f"k{i}", f"v{i}") for i in range(500)])
-        got = await defer.gatherResults([pool.get(f"k{i}") for i in range(500)])
-        assert got == [f"v{i}".encode() for i in range(500)]
-        assert len(pool.connections) <= 4
-    finally:
-        await pool.close()
+    pool = pools(size=4)
+    await defer.gatherResults([pool.set(f"k{i}", f"v{i}") for i in range(500)])
+    got = await defer.gatherResults([pool.get(f"k{i}") for i in range(500)])
+    assert got == [f"v{i}".encode() for i in range(500)]
+    assert len(pool.connections) <= 4
 
 
 @pytest_twisted.ensureDeferred
-async def test_pipeline_errors_in_place(redis_server) -> None:
+async def test_pipeline_errors_in_place(pools) -> None:
     """An explicit pipeline returns a list with errors where they happened."""
-    pool = RedisPool(port=redis_server.port)
-    try:
-        p = pool.pipeline()
-        p.set("p", 1).incr("p").execute("NOSUCH").hgetall("nohash").get("p")
-        result = await p.execute()
-        assert result[:2] == [True, 2] and isinstance(result[2], RedisReplyError)
-        assert result[3:] == [{}, b"2"] and await pool.pipeline().execute() == []
-    finally:
-        await pool.close()
+    pool = pools()
+    p = pool.pipeline()
+    p.set("p", 1).incr("p").execute("NOSUCH").hgetall("nohash").get("p")
+    result = await p.execute()
+    assert result[:2] == [True, 2] and isinstance(result[2], RedisReplyError)
+    assert result[3:] == [{}, b"2"] and await pool.pipeline().execute() == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_transaction_with_watch_retries(redis_server) -> None:
+async def test_transaction_with_watch_retries(pools) -> None:
     """transaction() retries when a watched key changes and ends with the right value."""
-    pool = RedisPool(port=redis_server.port, size=4)
-    other = RedisPool(port=redis_server.port, size=1)
-    try:
-        await pool.set("counter", 0)
-        attempts = []
+    pool = pools(size=4)
+    other = pools(size=1)
+    await pool.set("counter", 0)
+    attempts = []
 
-        async def add_ten(conn: RedisConnection) -> list[tuple[Any, ...]]:
-            value = int(await conn.get("counter"))
-            attempts.append(value)
-            if len(attempts) == 1:
-                await other.incr("counter")  # someone else writes between WATCH and EXEC
-            return [("SET", "counter", value + 10)]
+    async def add_ten(conn: RedisConnection) -> list[tuple[Any, ...]]:
+        value = int(await conn.get("counter"))
+        attempts.append(value)
+        if len(attempts) == 1:
+            await other.incr("counter")  # someone else writes between WATCH and EXEC
+        return [("SET", "counter", value + 10)]
 
-        assert await pool.transaction(add_ten, "counter") == [b"OK"]
-        assert attempts == [0, 1] and await pool.get("counter") == b"11"
-        assert len(pool.shared) == len(pool.connections)  # connection given back
-    finally:
-        await pool.close()
-        await other.close()
+    assert await pool.transaction(add_ten, "counter") == [b"OK"]
+    assert attempts == [0, 1] and await pool.get("counter") == b"11"
+    assert len(pool.shared) == len(pool.connections)  # connection given back
 
 
 @pytest_twisted.ensureDeferred
-async def test_blocking_command_uses_exclusive_connection(redis_server) -> None:
+async def test_blocking_command_uses_exclusive_connection(pools) -> None:
     """BLPOP holds its own connection: other commands are not stuck behind it."""
-    pool = RedisPool(port=redis_server.port, size=2)
-    try:
-        await pool.delete("q")
-        popped = pool.blpop(["q"], timeout=5)
-        started = time.monotonic()
-        assert await pool.get("nothing") is None
-        assert time.monotonic() - started < 1
-        await pool.rpush("q", "job")
-        assert await popped == [b"q", b"job"]
-        assert await pool.blpop(["q"], timeout=0.1) is None
-    finally:
-        await pool.close()
+    pool = pools(size=2)
+    await pool.delete("q")
+    popped = pool.blpop(["q"], timeout=5)
+    started = time.monotonic()
+    assert await pool.get("nothing") is None
+    assert time.monotonic() - started < 1
+    await pool.rpush("q", "job")
+    assert await popped == [b"q", b"job"]
+    assert await pool.blpop(["q"], timeout=0.1) is None
 
 
 @pytest_twisted.ensureDeferred
-async def test_timeout_never_shifts_replies(redis_server) -> None:
+async def test_timeout_never_shifts_replies(redis_server, pools) -> None:
     """A command that times out fails with RedisTimeoutError, the others on its connection
     with RedisConnectionError, and every later command gets its own reply."""
-    pool = RedisPool(port=redis_server.port, size=1, command_timeout=0.4)
-    admin = RedisPool(port=redis_server.port, size=1)
-    try:
-        await pool.mset({"t1": "one", "t2": "two"})
-        await admin.execute("CLIENT", "PAUSE", 1200, "ALL")
-        first, second = pool.get("t1"), pool.get("t2")
-        with pytest.raises(RedisTimeoutError, match=f"127.0.0.1:{redis_server.port}"):
-            await first
-        with pytest.raises(RedisConnectionError):
-            await second
-        await sleep(1.0)
-        assert await pool.get("t2") == b"two" and await pool.get("t1") == b"one"
-    finally:
-        await pool.close()
-        await admin.close()
+    pool = pools(size=1, command_timeout=0.4)
+    admin = pools(size=1)
+    await pool.mset({"t1": "one", "t2": "two"})
+    await admin.execute("CLIENT", "PAUSE", 1200, "ALL")
+    first, second = pool.get("t1"), pool.get("t2")
+    with pytest.raises(RedisTimeoutError, match=f"127.0.0.1:{redis_server.port}"):
+        await first
+    with pytest.raises(RedisConnectionError):
+        await second
+    await sleep(1.0)
+    assert await pool.get("t2") == b"two" and await pool.get("t1") == b"one"
 
 
 @pytest_twisted.ensureDeferred
-async def test_cancelled_command_reply_is_dropped(redis_server) -> None:
+async def test_cancelled_command_reply_is_dropped(pools) -> None:
     """Cancelling a pending command does not shift the replies of later ones."""
-    pool = RedisPool(port=redis_server.port, size=1)
-    try:
-        await pool.mset({"c1": "one", "c2": "two"})
-        first = pool.get("c1")
-        second = pool.get("c2")
-        first.cancel()
-        assert await second == b"two"
-        with pytest.raises(defer.CancelledError):
-            await first
-        assert await pool.get("c1") == b"one"
-    finally:
-        await pool.close()
+    pool = pools(size=1)
+    await pool.mset({"c1": "one", "c2": "two"})
+    first = pool.get("c1")
+    second = pool.get("c2")
+    first.cancel()
+    assert await second == b"two"
+    with pytest.raises(defer.CancelledError):
+        await first
+    assert await pool.get("c1") == b"one"
 
 
 @pytest_twisted.ensureDeferred
@@ -235,17 +221,14 @@ async def test_refused_acquire_timeout_and_closed_pool(redis_server) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_scripts_fall_back_from_evalsha_to_eval(redis_server) -> None:
+async def test_scripts_fall_back_from_evalsha_to_eval(pools) -> None:
     """register_script runs EVALSHA and falls back to EVAL when the script is not cached."""
-    pool = RedisPool(port=redis_server.port)
-    try:
-        await pool.execute("SCRIPT", "FLUSH")
-        script = pool.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
-        await pool.set("sc", 1)
-        assert await script(keys=["sc"], args=[5]) == 6  # EVAL (not cached yet)
-        assert await script(keys=["sc"], args=[5]) == 11  # EVALSHA
-    finally:
-        await pool.close()
+    pool = pools()
+    await pool.execute("SCRIPT", "FLUSH")
+    script = pool.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    await pool.set("sc", 1)
+    assert await script(keys=["sc"], args=[5]) == 6  # EVAL (not cached yet)
+    assert await script(keys=["sc"], args=[5]) == 11  # EVALSHA
 
 
 @pytest_twisted.ensureDeferred
@@ -444,22 +427,17 @@ async def test_tls(tmp_path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_idle_connections_health_checked_and_evicted(redis_server) -> None:
+async def test_idle_connections_health_checked_and_evicted(pools) -> None:
     """Idle connections are PINGed every health_check_interval and closed after
     idle_timeout."""
-    checked = RedisPool(port=redis_server.port, size=1, health_check_interval=0.2,
-                        command_timeout=1)  # fmt: skip
-    evicted = RedisPool(port=redis_server.port, size=1, idle_timeout=0.3, command_timeout=1)
-    admin = RedisPool(port=redis_server.port, size=1, health_check_interval=0)
-    try:
-        await checked.execute("CLIENT", "SETNAME", "health")
-        await evicted.get("x")
-        await sleep(1.2)
-        clients = (await admin.execute("CLIENT", "LIST")).decode()
-        health = [line for line in clients.splitlines() if "name=health" in line]
-        assert health and "cmd=ping" in health[0]
-        assert evicted.connections == set()
-        assert await evicted.get("x") is None  # a new connection on demand
-    finally:
-        for pool in (checked, evicted, admin):
-            await pool.close()
+    checked = pools(size=1, health_check_interval=0.2, command_timeout=1)
+    evicted = pools(size=1, idle_timeout=0.3, command_timeout=1)
+    admin = pools(size=1, health_check_interval=0)
+    await checked.execute("CLIENT", "SETNAME", "health")
+    await evicted.get("x")
+    await sleep(1.2)
+    clients = (await admin.execute("CLIENT", "LIST")).decode()
+    health = [line for line in clients.splitlines() if "name=health" in line]
+    assert health and "cmd=ping" in health[0]
+    assert evicted.connections == set()
+    assert await evicted.get("x") is None  # a new connection on demand
