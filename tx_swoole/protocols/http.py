@@ -357,20 +357,25 @@ class HTTPProtocol(TrackedProtocol):
     def _afterFeed(self, reader: RequestReader) -> None:
         if self._discarded >= 0:
             return  # answered with Connection: close (or refused) during this read
-        if reader.error is not None:
-            if self._current is None and not self._queue:
+        if reader.error is None:
+            if reader.in_head:
+                if self._headSince < 0:
+                    self._headSince = self.server.now
+            else:
+                self._headSince = -1.0
+            if len(self._queue) >= MAX_PIPELINE and not self._paused:
+                self._paused = True
+                self.transport.pauseProducing()
+        self._answerWhenIdle(reader)
+
+    def _answerWhenIdle(self, reader: RequestReader) -> None:
+        """With no request in progress or queued: refuse the reader's error, or send the
+        100 Continue it wants."""
+        if self._current is None and not self._queue and self._discarded < 0:
+            if reader.error is not None:
                 self._refuse(reader.error)
-            return
-        if reader.in_head:
-            if self._headSince < 0:
-                self._headSince = self.server.now
-        else:
-            self._headSince = -1.0
-        if reader.continue_wanted and self._current is None and not self._queue:
-            self._sendContinue(reader)
-        if len(self._queue) >= MAX_PIPELINE and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
+            elif reader.continue_wanted:
+                self._sendContinue(reader)
 
     # -- serving ----------------------------------------------------------------------------
     def _serve(self, request: Request) -> None:
@@ -452,12 +457,7 @@ class HTTPProtocol(TrackedProtocol):
         if self._paused and len(self._queue) < MAX_PIPELINE // 2 and self.connected:
             self._paused = False
             self.transport.resumeProducing()
-        reader = self._reader
-        if self._current is None and not self._queue and self._discarded < 0:
-            if reader.error is not None:
-                self._refuse(reader.error)
-            elif reader.continue_wanted:
-                self._sendContinue(reader)
+        self._answerWhenIdle(self._reader)
 
     def _sendContinue(self, reader: RequestReader) -> None:
         reader.continue_sent()
