@@ -86,6 +86,41 @@ class BodyTooLargeError(HTTPRequestError):
     reason = b"Payload Too Large"
 
 
+class HTTPVersionError(HTTPRequestError):
+    """The request is HTTP/0.9, HTTP/2.0 over HTTP/1 framing, or another unknown version
+    (→ 505)."""
+
+    status = 505
+    reason = b"HTTP Version Not Supported"
+
+
+class RequestTimeoutError(HTTPRequestError):
+    """The request head (``http_header_timeout``) or body (``http_body_timeout``) did not
+    arrive in time (→ 408)."""
+
+    status = 408
+    reason = b"Request Timeout"
+
+
+class HeaderValueError(SwooleError, ValueError):
+    """A response status, header name or value the application set cannot be sent.
+
+    Raised by ``Response.end()``, ``write()`` and ``sendfile()`` (and ``status()``) before
+    anything is sent: CR, LF or NUL in a name or value (response splitting), ``:`` or
+    whitespace in a name, a status code outside 100..999.  Uncaught in a handler it becomes a
+    ``500``; fix the value.
+    """
+
+
+class ResponseStateError(SwooleError, RuntimeError):
+    """The application used a response in a way its state does not allow.
+
+    Raised by ``Response.sendfile()`` after the response started, and by ``header()`` or
+    ``status()`` once the head was sent.  A bug in the handler; uncaught it becomes a ``500``
+    (or an abort, once the head is out).
+    """
+
+
 class RedisError(SwooleError):
     """Base of every Redis client error (:mod:`tx_swoole.clients.redis`)."""
 

@@ -62,6 +62,14 @@ class Settings:
     http_keepalive_timeout: float = field(default=60.0, metadata=_meta(0, 86400))
     # Seconds a client may take to send a whole request head (nginx client_header_timeout).
     http_header_timeout: float = field(default=30.0, metadata=_meta(0, 86400))
+    # Seconds a client may go without sending a byte of a request body it started (nginx
+    # client_body_timeout is 60 s); then 408.
+    http_body_timeout: float = field(default=60.0, metadata=_meta(0, 86400))
+    # Seconds a client may go without reading any of a response it has unsent (nginx
+    # send_timeout is 60 s); then the connection is aborted.
+    http_send_timeout: float = field(default=60.0, metadata=_meta(0, 86400))
+    # TCP_NODELAY on accepted sockets (Swoole's default: on), so small writes go out at once.
+    open_tcp_nodelay: bool = True
     # Connections and buffers.  Swoole: 8 MiB output buffer per connection.
     buffer_output_size: int = field(default=8 * 1024 * 1024, metadata=_meta(1024, 2**40))
     max_conn: int = field(default=10000, metadata=_meta(1, 1_000_000))

@@ -30,9 +30,10 @@ from typing import Any, ClassVar
 from twisted.internet import task
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.interfaces import IAddress, ILoggingContext, IProtocol
+from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tx_swoole._log import SwooleLogger
 from tx_swoole.errors import FramingError
@@ -63,6 +64,8 @@ class ClientInfo:
 def socket_options(settings: Settings) -> list[tuple[int, int, int]]:
     """The ``(level, option, value)`` triples the settings ask for on accepted sockets."""
     opts = []
+    if settings.open_tcp_nodelay:
+        opts.append((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1))
     if settings.open_tcp_keepalive:
         opts += [
             (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
@@ -89,10 +92,14 @@ def pending_bytes(transport: Any) -> int:
     return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
-class TrackedProtocol(Protocol):
+@implementer(IProtocol, ILoggingContext)
+class TrackedProtocol:
     """A protocol that lives in a :class:`ConnectionTable`; base of our server protocols.
 
-    ``connId`` is its id in the table (0 until connected), ``server`` the factory.
+    ``connId`` is its id in the table (0 until connected), ``server`` the factory.  It
+    provides ``IProtocol`` itself rather than inheriting ``twisted.internet.protocol.Protocol``,
+    which has no ``__slots__``: so the slots below really replace the per-instance ``__dict__``
+    (subclasses that declare no ``__slots__`` get one back, as usual).
     """
 
     __slots__ = (
@@ -115,7 +122,18 @@ class TrackedProtocol(Protocol):
     def makeConnection(self, transport: Any) -> None:
         self.server = self.factory
         self.server.register(self, transport)
-        super().makeConnection(transport)
+        self.connected = 1
+        self.transport = transport
+        self.connectionMade()
+
+    def connectionMade(self) -> None:
+        """Called once the connection is registered and its transport set."""
+
+    def dataReceived(self, data: bytes) -> None:
+        """Override: bytes arrived from the peer."""
+
+    def logPrefix(self) -> str:
+        return self.__class__.__name__
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         self.connected = 0
@@ -159,6 +177,10 @@ class TrackedProtocol(Protocol):
         except (OSError, AttributeError):
             pass
         self.transport.abortConnection()
+
+    def byteCounts(self) -> tuple[int, int]:
+        """Bytes received from and sent to the peer so far."""
+        return self.bytesIn, self.bytesOut
 
     def connectionClosed(self, reason: str) -> None:
         """Override: the connection is gone; ``reason`` is one of :data:`REASONS`."""
@@ -420,7 +442,7 @@ class ConnectionTable(ServerFactory):
         peer = p.transport.getPeer()
         return ClientInfo(
             connId, getattr(peer, "host", str(peer)), getattr(peer, "port", 0),
-            p.connectTime, p.lastRecvTime, p.bytesIn, p.bytesOut,
+            p.connectTime, p.lastRecvTime, *p.byteCounts(),
         )  # fmt: skip
 
     def listConnections(self) -> list[int]:

@@ -1,0 +1,182 @@
+"""The response as HTTP handlers see it: :class:`Response`.
+
+A response is made by the server for each request and ended once (the server ends it when a
+handler returns without doing so).  It collects the status and headers, then hands them to
+the connection, whose sans-IO core (:mod:`tx_swoole.protocols._http11`) frames the bytes and
+decides keep-alive.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from twisted.internet import defer
+
+from tx_swoole.errors import ResponseStateError
+from tx_swoole.protocols._http11 import IDLE as _IDLE
+from tx_swoole.protocols._http11_head import HAS_CONTENT_TYPE, header_block, status_line
+
+if TYPE_CHECKING:
+    from tx_swoole.protocols._request import Request
+    from tx_swoole.protocols.http import HTTPProtocol
+
+__all__ = ["Response"]
+_OK = status_line(200)
+
+
+class Response:
+    """The response to one request; ``end()`` it once.
+
+    Header names and values with CR, LF or NUL are refused (no response splitting): ``end``,
+    ``write`` or ``sendfile`` raise :class:`~tx_swoole.errors.HeaderValueError` (a
+    ``ValueError``) before anything is sent.  ``header()``/``status()`` once the head was sent,
+    and ``sendfile()`` after the response started, raise
+    :class:`~tx_swoole.errors.ResponseStateError`.
+
+    Backpressure: ``write()`` returns False once the client has more than
+    ``buffer_output_size`` bytes unsent (or is gone); ``await response.drained()`` waits until
+    it has read them.  A handler that streams without looking makes the worker hold what it
+    writes.
+    """
+
+    __slots__ = ("_proto", "_request", "_headers", "_status", "started", "ended")
+
+    def __init__(self, proto: HTTPProtocol, request: Request) -> None:
+        self._proto = proto
+        self._request = request
+        self._headers: tuple[Any, ...] = ()  # flat: name, value, name, value, ...
+        self._status = _OK  # the status line
+        #: The head was sent (by write() or sendfile(): the body is streamed).
+        self.started = False
+        #: end() or sendfile() was called: nothing more may be written.
+        self.ended = False
+
+    @property
+    def status_code(self) -> int:
+        return int(self._status[9:12])
+
+    def status(self, code: int, reason: str | None = None) -> None:
+        """Set the status code (and optionally the reason phrase)."""
+        if self.started:
+            raise ResponseStateError(f"status({code}) after the response head was sent")
+        self._status = status_line(code, reason)
+
+    def header(self, name: str | bytes, value: str | bytes | int) -> None:
+        """Add a header; repeat the call for repeated headers.
+
+        Names and values are checked when the head is written.  A ``Connection: close`` of
+        the handler's closes the connection after this response.
+        """
+        if self.started:
+            raise ResponseStateError(f"header({name!r}) after the response head was sent")
+        self._headers += (name, value)
+
+    def cookie(
+        self,
+        name: str,
+        value: str = "",
+        *,
+        expires: str | None = None,
+        max_age: int | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: str | None = None,
+    ) -> None:
+        """Add a ``Set-Cookie`` header; the value is percent-encoded."""
+        if not name or any(c in name for c in '=;, \t\r\n"'):
+            raise ValueError(f"cookie name {name!r} is empty or contains separators")
+        parts = [f"{name}={quote(value, safe='')}"]
+        for attr, val in (("Expires", expires), ("Max-Age", max_age), ("Path", path),
+                          ("Domain", domain), ("SameSite", samesite)):  # fmt: skip
+            if val is not None:
+                parts.append(f"{attr}={val}")
+        if secure:
+            parts.append("Secure")
+        if httponly:
+            parts.append("HttpOnly")
+        self.header(b"Set-Cookie", "; ".join(parts))
+
+    def redirect(self, location: str, status: int = 302) -> bool:
+        """Answer with a redirect to ``location``."""
+        self.status(status)
+        self.header(b"Location", location)
+        return self.end()
+
+    def write(self, data: str | bytes) -> bool:
+        """Stream a piece of the body (chunked for HTTP/1.1).
+
+        False if the client is gone or has more than ``buffer_output_size`` bytes unsent:
+        wait for :meth:`drained` before writing more.
+        """
+        if self.ended or not self._proto.connected:
+            return False
+        if isinstance(data, str):
+            data = data.encode()
+        return self._proto.streamBody(self, data, None)
+
+    def drained(self) -> defer.Deferred[None]:
+        """Fires once the client has read enough that :meth:`write` accepts more."""
+        return self._proto.whenDrained()
+
+    def end(self, body: str | bytes = b"") -> bool:
+        """Finish the response with ``body`` (after any ``write``); False if already ended or
+        the client is gone."""
+        if self.ended:
+            return False
+        self.ended = True
+        if body.__class__ is not bytes:
+            body = body.encode() if body.__class__ is str or isinstance(body, str) else bytes(body)
+        proto = self._proto
+        if not proto.connected:
+            return False
+        if self.started:
+            proto.endBody(self, body)
+            return True
+        server = proto.server
+        conn = proto.conn
+        try:
+            data = conn.respond(
+                self._request, self._status, self._headers, body, server.defaultHeaders,
+                server.now,
+            )  # fmt: skip
+        except BaseException:
+            self.ended = False  # nothing was sent: the 500 can still be answered
+            raise
+        self.started = True
+        proto.transport.write(data)
+        if conn.writing is not _IDLE or conn.held or proto._transportPaused:
+            proto.responseEnded()
+        return True
+
+    def _has_content_type(self) -> bool:
+        try:
+            return bool(header_block(self._headers)[1] & HAS_CONTENT_TYPE)
+        except ValueError:
+            return False  # the head check raises when the head is written
+
+    def sendfile(self, path: str, content_type: str | None = None) -> defer.Deferred[None]:
+        """Send the file at ``path`` as the whole body; the Deferred fires when it is sent.
+
+        Raises ``OSError`` (synchronously, before anything is sent) if the file cannot be
+        opened, so the handler can answer otherwise.  The file is read as the client reads
+        (at most the transport's buffer ahead of it).
+        """
+        if self.started or self.ended:
+            raise ResponseStateError("sendfile() after the response started")
+        f = open(path, "rb")  # noqa: SIM115 - closed when the transfer ends
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if not self._has_content_type():
+                self.header(b"Content-Type", content_type or mimetypes.guess_type(path)[0] or
+                            "application/octet-stream")  # fmt: skip
+            self._proto.streamBody(self, b"", size)  # the head; HeaderValueError: not sent
+        except BaseException:
+            f.close()
+            raise
+        self.ended = True
+        return self._proto.sendFile(self, f)
