@@ -401,3 +401,193 @@ def test_bad_header_refused_before_anything_is_sent(
         [(status, _, _)] = responses(t.value())
         assert status == 500 and b"a\r\nb" not in t.value()
     assert len(opened) == 1 and opened[0].closed
+
+
+class SlowClientTransport(HalfCloseTransport):
+    """A transport whose client reads nothing: ``unsent`` bytes stay pending, as Twisted's
+    buffer would hold them, until ``drain()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unsent = 0
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.unsent += len(data)
+
+    def pendingBytes(self) -> int:
+        return self.unsent
+
+    def drain(self) -> None:
+        """The client read everything: Twisted resumes its producer."""
+        self.unsent = 0
+        self.producer.resumeProducing()
+
+
+def slow_serve(handler: Any, settings: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    clock = task.Clock()
+    factory = HTTPFactory(handler, settings, reactor=clock)
+    factory.startFactory()
+    proto = factory.buildProtocol(ADDR)
+    transport = SlowClientTransport()
+    proto.makeConnection(transport)
+    return factory, proto, transport, clock
+
+
+def test_bytes_in_and_out_are_counted_in_client_info() -> None:
+    """getClientInfo reports the bytes an HTTP connection received and sent."""
+    factory, proto, t, _ = serve(hello)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    proto.dataReceived(request)
+    info = factory.getClientInfo(proto.connId)
+    assert info is not None and (info.bytes_in, info.bytes_out) == (len(request), len(t.value()))
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, 1), (False, None)])
+def test_tcp_nodelay_on_accepted_sockets(setting: bool | None, expected: int | None) -> None:
+    """open_tcp_nodelay (default true) sets TCP_NODELAY on every accepted socket."""
+    import socket
+
+    settings = {} if setting is None else {"open_tcp_nodelay": setting}
+    _, _, t, _ = serve(hello, settings)
+    assert t.handle.options.get((socket.IPPROTO_TCP, socket.TCP_NODELAY)) == expected
+
+
+def test_handler_connection_close_on_http10_keep_alive() -> None:
+    """A handler's Connection: close on an HTTP/1.0 keep-alive request: one Connection
+    header, saying close, and the connection closes."""
+
+    def handler(request: Request, response: Response) -> None:
+        response.header("Connection", "close")
+        response.end("bye")
+
+    _, proto, t, _ = serve(handler)
+    proto.dataReceived(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    head = t.value().split(b"\r\n\r\n")[0]
+    assert head.count(b"Connection:") == 1 and b"Connection: close" in head and t.writeClosed
+
+
+def test_half_closed_client_gets_its_async_answer_then_the_connection_closes() -> None:
+    """A client that half-closes after its request (nc -N) still gets the answer of an
+    async handler; then the connection closes."""
+    d: defer.Deferred[None] = defer.Deferred()
+
+    async def handler(request: Request, response: Response) -> None:
+        await d
+        response.end("late")
+
+    _, proto, t, _ = serve(handler)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    proto.readConnectionLost()
+    assert t.value() == b"" and not t.disconnecting
+    d.callback(None)
+    [(status, headers, body)] = responses(t.value())
+    assert (status, body, headers["connection"]) == (200, b"late", "close") and t.disconnecting
+
+
+def test_unread_output_pauses_reading_and_queued_requests() -> None:
+    """A client that pipelines and never reads: once its unsent bytes pass
+    buffer_output_size, reading stops and queued requests wait; they are served in order
+    once it drains."""
+    served: list[str] = []
+
+    def handler(request: Request, response: Response) -> None:
+        served.append(request.path)
+        response.end(b"x" * 2000)
+
+    _, proto, t, _ = slow_serve(handler, {"buffer_output_size": 4096})
+    proto.dataReceived(b"".join(b"GET /%d HTTP/1.1\r\n\r\n" % i for i in range(10)))
+    assert served == ["/0", "/1", "/2", "/3", "/4", "/5", "/6", "/7", "/8", "/9"]
+    proto.pauseProducing()  # Twisted: the transport's buffer is over its size
+    assert t.producerState == "paused"  # we stopped reading
+    proto.dataReceived(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")  # already in flight
+    assert served[-1] == "/9"
+    t.drain()
+    assert served[-2:] == ["/a", "/b"] and t.producerState == "producing"
+
+
+def test_streaming_write_sees_backpressure() -> None:
+    """write() returns False once the client has more than buffer_output_size unsent, and
+    drained() fires when it has read them."""
+    results: list[bool] = []
+    waited: list[bool] = []
+
+    async def handler(request: Request, response: Response) -> None:
+        while response.write(b"y" * 1000):
+            results.append(True)
+        results.append(False)
+        await response.drained()
+        waited.append(True)
+        response.end()
+
+    _, proto, t, _ = slow_serve(handler, {"buffer_output_size": 4096})
+    proto.pauseProducing()  # the transport's own buffer is full from the first write on
+    proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    assert results[-1] is False and 3 <= len(results) <= 6 and waited == []
+    t.drain()
+    assert waited == [True] and t.value().endswith(b"0\r\n\r\n")
+
+
+def test_linger_with_a_client_that_never_reads_ends_in_time() -> None:
+    """After an error response the client neither reads nor closes: the connection is
+    aborted once nothing was read for http_send_timeout."""
+    _, proto, t, clock = slow_serve(hello, {"http_send_timeout": 3})
+    proto.dataReceived(b"BAD\r\n\r\n")
+    assert t.writeClosed and not t.aborted
+    clock.advance(3)
+    assert not t.aborted
+    clock.advance(2)
+    assert t.aborted
+
+
+def test_misuse_raises_the_library_errors() -> None:
+    """Headers after the head was sent, a bad status, a bad header value: the library's own
+    errors, which are also RuntimeError / ValueError."""
+    from tx_swoole.errors import HeaderValueError, ResponseStateError
+
+    caught: list[Exception] = []
+
+    def handler(request: Request, response: Response) -> None:
+        for attempt in (lambda: response.status(1000), lambda: response.header("X", "a\nb")):
+            try:
+                attempt()
+                response.end()
+            except HeaderValueError as e:
+                caught.append(e)
+        response._headers = ()
+        response.write("part")
+        try:
+            response.header("X-Late", "1")
+        except ResponseStateError as e:
+            caught.append(e)
+        response.end()
+
+    _, proto, t, _ = serve(handler)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    assert [type(e).__name__ for e in caught] == [
+        "HeaderValueError", "HeaderValueError", "ResponseStateError"
+    ]  # fmt: skip
+    assert isinstance(caught[0], ValueError) and isinstance(caught[2], RuntimeError)
+    assert t.value().endswith(b"4\r\npart\r\n0\r\n\r\n")
+
+
+def test_per_connection_objects_have_no_dict() -> None:
+    """__slots__ do what they say: the HTTP protocol, its core and a response keep no
+    per-instance __dict__."""
+    from tx_swoole.protocols._http11 import HTTPConnection
+    from tx_swoole.protocols.tcp import TCPProtocol
+
+    _, proto, _, _ = serve(hello)
+    for obj in (proto, proto.conn, Response(proto, None), TCPProtocol()):  # type: ignore[arg-type]
+        assert not hasattr(obj, "__dict__"), type(obj)
+    assert isinstance(proto.conn, HTTPConnection)
+
+
+def test_header_block_cache_is_bounded_and_keeps_the_newest() -> None:
+    """Distinct header sets beyond the cache size evict the oldest; the newest stay."""
+    from tx_swoole.protocols import _http11_head as head
+
+    for i in range(head.CACHE_SIZE + 100):
+        head.header_block(("X-N", str(i)))
+    assert len(head._BLOCKS) <= head.CACHE_SIZE
+    assert ("X-N", str(head.CACHE_SIZE + 99)) in head._BLOCKS and ("X-N", "0") not in head._BLOCKS

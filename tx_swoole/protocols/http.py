@@ -163,7 +163,9 @@ class HTTPProtocol(TrackedProtocol):
                 connId=self.connId, unsent=pending_bytes(self.transport),
                 t=self.server.settings.http_send_timeout,
             )  # fmt: skip
-            self.abort("server")
+            if self.connected:  # even when closing already (lingering): that is what ends
+                self._closeReason = self._closeReason or "server"
+                self._reset()
 
     def _send(self, data: bytes) -> None:
         if data:

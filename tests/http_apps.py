@@ -1,0 +1,30 @@
+"""HTTP handlers that the slow-client tests serve under ``twistd swoole``."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import reactor, task
+
+from tx_swoole.protocols.http import Request, Response
+
+
+def handler(request: Request, response: Response) -> Any:
+    """``/upload`` answers the body's length, ``/big?n=N`` N bytes, ``/late`` after 0.2 s,
+    ``/nodelay`` the TCP_NODELAY option of its own socket, ``/parts`` three writes."""
+    path = request.path
+    if path == "/upload":
+        return response.end(str(len(request.body)))
+    if path == "/big":
+        return response.end(b"x" * int(request.arg("n") or 0))
+    if path == "/late":
+        return task.deferLater(reactor, 0.2, response.end, "late")  # type: ignore[arg-type]
+    if path == "/nodelay":
+        sock = request.owner.transport.getHandle()
+        return response.end(str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    if path == "/parts":
+        response.write("a")
+        response.write("b")
+        return response.end("c")
+    return response.end("ok")
