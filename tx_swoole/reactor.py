@@ -24,7 +24,9 @@ import sys
 from typing import Any
 
 from twisted.internet import epollreactor
+from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.logger import Logger
+from twisted.python import log as legacy_log
 
 _log = Logger("tx_swoole.reactor")
 
@@ -51,12 +53,25 @@ class SwooleReactor(epollreactor.EPollReactor):
             raise
         selectables = self._selectables
         dispatch = self._doReadOrWrite
+        only_in = self._POLL_IN
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
+            if event == only_in:
+                # A plain read: exactly _doReadOrWrite's read path, without its frame.
+                try:
+                    why = _NO_FILEDESC if selectable.fileno() == -1 else selectable.doRead()
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    legacy_log.err()
+                if not why:
+                    continue
             try:
-                dispatch(selectable, fd, event)  # catches and logs the selectable's own errors
+                if event == only_in:
+                    self._disconnectSelectable(selectable, why, True)
+                else:
+                    dispatch(selectable, fd, event)  # catches and logs the selectable's errors
             except Exception:
                 _log.failure("error handling an event on {selectable!r}", selectable=selectable)
 

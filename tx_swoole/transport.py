@@ -16,9 +16,10 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
+from errno import EWOULDBLOCK
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import main, tcp
 from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import ServerFactory
 
@@ -85,6 +86,20 @@ class WriteThroughServer(tcp.Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         own_hot_attributes(self)
+
+    def doRead(self) -> Any:
+        """Twisted's ``doRead`` and ``_dataReceived`` in one frame: the read path of every
+        connection (same results: None, CONNECTION_DONE at EOF, CONNECTION_LOST on error)."""
+        try:
+            data = self.socket.recv(self.bufferSize)
+        except OSError as se:
+            if se.args[0] == EWOULDBLOCK:
+                return None
+            return main.CONNECTION_LOST
+        if not data:
+            return main.CONNECTION_DONE
+        self.protocol.dataReceived(data)
+        return None
 
     def writeSequence(self, iovec: Any) -> None:
         self.write(b"".join(iovec))
