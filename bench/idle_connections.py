@@ -72,7 +72,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     results = {}
-    for mode in ("twisted", "ours"):
+    for mode in ["twisted", "ours", *sys.argv[3:]]:  # extra modes: http
         results[mode] = measure(mode, n, idle)
         per_conn, cpu = results[mode]
         print(f"{mode:8s} {n} idle connections: {per_conn:7.0f} B RSS each, idle CPU {cpu:.2f}%")

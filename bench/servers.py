@@ -1,8 +1,9 @@
 """Echo servers for the TCP benchmarks: ``python bench/servers.py MODE PORT [HEARTBEAT]``.
 
 MODE is ``ours`` (ConnectionTable + write-through transport), ``ours-plain-transport`` (the
-same factory on reactor.listenTCP) or ``twisted`` (a plain Twisted echo with TimeoutMixin when
-HEARTBEAT is given).  Prints ``ready`` once listening.
+same factory on reactor.listenTCP), ``http`` (the hello example's HTTPFactory) or ``twisted``
+(a plain Twisted echo with TimeoutMixin when HEARTBEAT is given).  Prints ``ready`` once
+listening.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ class PlainEcho(Protocol, TimeoutMixin):
 def main() -> None:
     mode, port = sys.argv[1], int(sys.argv[2])
     heartbeat = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-    if mode.startswith("ours"):
+    if mode == "http":
+        from http_hello import handler
+
+        from tx_swoole.protocols.http import HTTPFactory
+        from tx_swoole.transport import listen_tcp
+
+        listen_tcp(port, HTTPFactory(handler, {"max_conn": 100_000}), 4096, "127.0.0.1")
+    elif mode.startswith("ours"):
         from tcp_echo import Echo
 
         from tx_swoole.protocols.tcp import ConnectionTable

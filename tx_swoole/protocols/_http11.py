@@ -96,7 +96,7 @@ class HTTPConnection(RequestParser):
         "held", "_held_ends", "_discarded", "_idle_since", "_head_since",
         "_body_since", "_linger_since", "_sent_mark", "_send_since", "_keep", "_chunked_out",
         "_head_only", "_no_keep", "writing", "draining", "output_paused", "peer_closed",
-        "bytes_out", "timeouts",
+        "bytes_in", "bytes_out", "timeouts",
     )  # fmt: skip
 
     def __init__(
@@ -111,7 +111,7 @@ class HTTPConnection(RequestParser):
     ) -> None:
         super().__init__(header_max, body_max, buffer_body, request_class)
         #: Events behind the request being answered, handed out by next_events().
-        self.held: deque[Any] = deque()
+        self.held: deque[Any] | tuple[()] = ()  # a deque of its own once something waits
         self._held_ends = 0  # complete requests among them
         self._discarded = 0
         self._idle_since = self._body_since = self._send_since = now
@@ -128,8 +128,8 @@ class HTTPConnection(RequestParser):
         self.output_paused = False
         #: The peer half-closed: finish what it asked, then close.
         self.peer_closed = False
-        #: Bytes of responses handed back so far.
-        self.bytes_out = 0
+        #: Bytes received and bytes of responses handed back so far.
+        self.bytes_in = self.bytes_out = 0
         #: (keep-alive, head, body, send) timeouts in seconds; 0 = off.
         self.timeouts = timeouts
 
@@ -155,14 +155,16 @@ class HTTPConnection(RequestParser):
             return self._receive_more(data, now)
         self.reading = HEAD  # the first byte of a request starts its head timeout
         self._head_since = now
-        self._counting = len(data) > self._fast_max
+        size = len(data)
+        self.bytes_in += size
+        self._counting = size > self._fast_max
         events = self._events
         try:
             self._parser.feed_data(data)
         except Exception as e:
             self._feed_failed(e, data)
         else:
-            if self._url_open:  # a head is still open (perhaps behind a complete request)
+            if self._url is not None:  # a head is still open (maybe behind a complete one)
                 self.reading = HEAD
                 self._measure_open_head()
         self._events = []
@@ -175,6 +177,7 @@ class HTTPConnection(RequestParser):
     def _receive_more(self, data: bytes, now: float) -> list[Any]:
         # A read that continues a head or a body, or comes after the reading ended.
         reading = self.reading
+        self.bytes_in += len(data)
         if self.writing is LINGERING:
             return self._linger(len(data))
         if reading is CLOSED:
@@ -233,6 +236,8 @@ class HTTPConnection(RequestParser):
     def _hold(self, event: Any) -> None:
         if event is END:
             self._held_ends += 1
+        if not self.held:
+            self.held = deque()
         self.held.append(event)
 
     def next_events(self) -> list[Any]:
@@ -241,6 +246,7 @@ class HTTPConnection(RequestParser):
         held = self.held
         if self.writing is not IDLE or self.output_paused or not held:
             return []
+        assert isinstance(held, deque)
         out = []
         size = 0
         while held:
@@ -373,7 +379,7 @@ class HTTPConnection(RequestParser):
         return data
 
     def _closing(self, now: float) -> None:
-        self.held.clear()
+        self.held = ()
         self._held_ends = self._held_bytes = 0
         self.reading = CLOSED
         self._request = None
@@ -388,7 +394,7 @@ class HTTPConnection(RequestParser):
         """Read nothing more (the connection is being aborted or closed by the caller)."""
         self.reading = CLOSED
         self.writing = CLOSED
-        self.held.clear()
+        self.held = ()
 
     # -- time ----------------------------------------------------------------------------------
     def check(self, now: float, unsent: int) -> list[Any]:
@@ -442,6 +448,11 @@ class HTTPConnection(RequestParser):
                 self._closing(now)
                 return [LINGER]
         return []
+
+    @property
+    def last_receive(self) -> float:
+        """When bytes last arrived (a head began, or a read continued a request)."""
+        return max(self._head_since, self._body_since)
 
     @property
     def idle_since(self) -> float:

@@ -67,6 +67,7 @@ DRAIN_TICK = DRAIN_IDLE_GRACE / 2  # the drainer's period, and its clock's resol
 COARSE = 1.0  # resolution of the factory's cached clock (its sweep interval)
 FILE_CHUNK = 1 << 16  # bytes read from a file per write in sendfile()
 _500 = status_line(500)
+_new = object.__new__
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -82,10 +83,11 @@ class HTTPProtocol(TrackedProtocol):
 
     __slots__ = (
         "conn", "_request", "_inHandle", "_readPaused", "_transportPaused", "_drainWaiters",
-        "_file",
+        "_file", "_registered",
     )  # fmt: skip
 
     def __init__(self) -> None:
+        self._registered = 0.0
         super().__init__()
         #: The sans-IO core (an HTTPConnection) once connected.
         self.conn: Any = None
@@ -93,7 +95,7 @@ class HTTPProtocol(TrackedProtocol):
         self._inHandle = False
         self._readPaused = False
         self._transportPaused = False
-        self._drainWaiters: list[defer.Deferred[None]] = []
+        self._drainWaiters: list[defer.Deferred[None]] | None = None
         self._file: Any = None  # (response, file, Deferred) while sendfile() streams
 
     def connectionMade(self) -> None:
@@ -106,10 +108,8 @@ class HTTPProtocol(TrackedProtocol):
         self.transport.registerProducer(self, True)
 
     def dataReceived(self, data: bytes) -> None:
-        self.lastRecvTime = now = self.server.now
-        self.bytesIn += len(data)
         conn = self.conn
-        events = conn.receive(data, now)
+        events = conn.receive(data, self.server.now)
         if events:
             if len(events) == 2 and events[1] is END:
                 # The common case: one whole request and nothing held behind it (the core
@@ -172,8 +172,20 @@ class HTTPProtocol(TrackedProtocol):
             self.transport.write(data)
 
     def byteCounts(self) -> tuple[int, int]:
-        """Bytes received and bytes of responses sent (the core counts those)."""
-        return self.bytesIn, self.conn.bytes_out if self.conn is not None else 0
+        """Bytes received and bytes of responses sent (the core counts them)."""
+        conn = self.conn
+        return (conn.bytes_in, conn.bytes_out) if conn is not None else (0, 0)
+
+    # The core knows when bytes last arrived; the connection table's stamp (set when the
+    # connection is registered) counts until then.
+    def _lastRecv(self) -> float:
+        conn = self.conn
+        return self._registered if conn is None else max(self._registered, conn.last_receive)
+
+    def _setRegistered(self, when: float) -> None:
+        self._registered = when
+
+    lastRecvTime = property(_lastRecv, _setRegistered)
 
     # -- serving ----------------------------------------------------------------------------
     def _serve(self, request: Request) -> None:
@@ -182,7 +194,8 @@ class HTTPProtocol(TrackedProtocol):
         if server.maxRequestReached is not None:
             server.maxRequestReached()
         request.owner = self
-        response = Response(self, request)
+        response = _new(Response)  # Response(self, request) without type.__call__'s frame
+        response.__init__(self, request)  # type: ignore[misc]
         try:
             result = server.handler(request, response)
         except Exception:
@@ -279,6 +292,8 @@ class HTTPProtocol(TrackedProtocol):
         if not self.conn.output_paused or not self.connected:
             d.callback(None)
         else:
+            if self._drainWaiters is None:
+                self._drainWaiters = []
             self._drainWaiters.append(d)
         return d
 
@@ -309,7 +324,7 @@ class HTTPProtocol(TrackedProtocol):
             self._sendFileChunks()
         conn = self.conn
         if conn.output_paused:
-            waiters, self._drainWaiters = self._drainWaiters, []
+            waiters, self._drainWaiters = self._drainWaiters or (), None
             self._handle(conn.resume_output())
             for d in waiters:
                 d.callback(None)
@@ -374,7 +389,7 @@ class HTTPProtocol(TrackedProtocol):
             self._file = None
             f.close()
             d.errback(reason)
-        waiters, self._drainWaiters = self._drainWaiters, []
+        waiters, self._drainWaiters = self._drainWaiters or (), None
         super().connectionLost(reason)
         for d in waiters:
             d.callback(None)
