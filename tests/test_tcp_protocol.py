@@ -233,6 +233,13 @@ def test_keepalive_and_buffer_options_applied_to_accepted_sockets() -> None:
     assert opts[(socket.SOL_SOCKET, socket.SO_SNDBUF)] == 65536
 
 
+@pytest.mark.parametrize(("settings", "expected"), [({}, 1), ({"open_tcp_nodelay": False}, None)])
+def test_tcp_nodelay_on_by_default(settings: dict[str, Any], expected: int | None) -> None:
+    """open_tcp_nodelay (default true) turns Nagle off on every accepted TCP socket."""
+    _, transport = connect(make(settings))
+    assert transport.handle.options.get((socket.IPPROTO_TCP, socket.TCP_NODELAY)) == expected
+
+
 def test_refused_socket_option_logged_once_and_server_carries_on() -> None:
     """A buffer size the kernel refuses (ENOBUFS) is logged once; connections still work."""
 
