@@ -82,7 +82,7 @@ class HTTPProtocol(TrackedProtocol):
     """
 
     __slots__ = (
-        "conn", "_request", "_inHandle", "_readPaused", "_transportPaused", "_drainWaiters",
+        "conn", "_request", "_inHandle", "_later", "_readPaused", "_transportPaused", "_drainWaiters",
         "_file", "_registered",
     )  # fmt: skip
 
@@ -93,6 +93,7 @@ class HTTPProtocol(TrackedProtocol):
         self.conn: Any = None
         self._request: Request | None = None  # the request whose head came last
         self._inHandle = False
+        self._later: list[Any] | None = None  # events that came while _handle was looping
         self._readPaused = False
         self._transportPaused = False
         self._drainWaiters: list[defer.Deferred[None]] | None = None
@@ -128,7 +129,11 @@ class HTTPProtocol(TrackedProtocol):
         """Our half-close completed; the lingering close goes on."""
 
     def _handle(self, events: list[Any] | None) -> None:
-        if self._inHandle:  # a response ended inside the loop below: it carries on
+        """Act on the core's events in order; events that arrive meanwhile (a handler ended
+        its response, the worker began draining) wait for the loop instead of nesting."""
+        if self._inHandle:
+            if events:
+                self._later = [*self._later, *events] if self._later else events
             return
         self._inHandle = True
         conn = self.conn
@@ -141,7 +146,9 @@ class HTTPProtocol(TrackedProtocol):
                         self._request = event
                     else:
                         self._special(event)
-                events = conn.next_events() if conn.held else None
+                events, self._later = self._later, None
+                if not events and conn.held:
+                    events = conn.next_events()
         finally:
             self._inHandle = False
 
@@ -302,7 +309,7 @@ class HTTPProtocol(TrackedProtocol):
         self._overLimit()
         writing = self.conn.writing
         if writing is IDLE:
-            if self.conn.held and not self._inHandle:
+            if self.conn.held:
                 self._handle(self.conn.next_events())
                 self._updateReading()
         elif writing is LINGERING:
