@@ -82,8 +82,8 @@ class HTTPProtocol(TrackedProtocol):
     """
 
     __slots__ = (
-        "conn", "_request", "_inHandle", "_later", "_readPaused", "_transportPaused", "_drainWaiters",
-        "_file", "_registered",
+        "conn", "_request", "_inHandle", "_later", "_readPaused", "_transportPaused",
+        "_drainWaiters", "_file", "_registered",
     )  # fmt: skip
 
     def __init__(self) -> None:
