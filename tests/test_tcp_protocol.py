@@ -8,7 +8,7 @@ import struct
 from typing import Any
 
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.logger import capturedLogs
@@ -285,3 +285,106 @@ def test_close_all(reset: bool) -> None:
         assert t.disconnecting and t.aborted is reset
         lose(p)
         assert p.closed == ["reload"]
+
+
+class AsyncRecorder(Recorder):
+    """Async hooks that wait for the test to release them, one Deferred per call."""
+
+    __slots__ = ("gates",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[defer.Deferred[None]] = []
+
+    async def connectionOpened(self) -> None:  # type: ignore[override]
+        gate: defer.Deferred[None] = defer.Deferred()
+        self.gates.append(gate)
+        await gate
+        self.opened = True
+
+    async def messageReceived(self, data: bytes) -> None:  # type: ignore[override]
+        gate: defer.Deferred[None] = defer.Deferred()
+        self.gates.append(gate)
+        await gate
+        if data.rstrip() == b"boom":
+            raise RuntimeError("async app bug")
+        self.messages.append(data)
+
+
+def async_connect(cls: type[Recorder] = AsyncRecorder, **settings: Any) -> tuple[Any, Any]:
+    factory = ConnectionTable(cls, settings, reactor=task.Clock())
+    proto = factory.buildProtocol(ADDR)
+    transport = SocketStringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def test_async_hooks_run_in_order() -> None:
+    """async def connectionOpened and messageReceived run; a message is handed over only
+    after the coroutine before it finished (framed messages of one read included)."""
+    proto, _ = async_connect(open_eof_split=True, package_eof="\n")
+    proto.dataReceived(b"a\nb\n")
+    assert len(proto.gates) == 1 and not proto.opened  # connectionOpened still running
+    proto.gates[0].callback(None)
+    assert proto.opened and len(proto.gates) == 2 and proto.messages == []
+    proto.dataReceived(b"c\n")
+    proto.gates[1].callback(None)
+    assert proto.messages == [b"a\n"] and len(proto.gates) == 3
+    proto.gates[2].callback(None)
+    proto.gates[3].callback(None)
+    assert proto.messages == [b"a\n", b"b\n", b"c\n"]
+
+
+def test_async_hook_failure_is_logged_and_aborts() -> None:
+    """An exception in an async hook is logged with its traceback; the connection is
+    aborted with reason error and the messages behind it are dropped."""
+    proto, transport = async_connect(open_eof_split=True, package_eof="\n")
+    proto.gates[0].callback(None)
+    proto.dataReceived(b"boom\nlater\n")
+    with capturedLogs() as events:
+        proto.gates[1].callback(None)
+    assert any(e.get("log_failure") for e in events) and transport.aborted
+    lose(proto)
+    assert proto.closed == ["error"] and proto.messages == []
+
+
+def test_concurrent_messages_opt_out() -> None:
+    """With concurrentMessages = True every message is handed over at once."""
+
+    class Concurrent(AsyncRecorder):
+        __slots__ = ()
+        concurrentMessages = True
+
+    proto, _ = async_connect(Concurrent, open_eof_split=True, package_eof="\n")
+    proto.dataReceived(b"a\nb\n")
+    assert len(proto.gates) == 3
+
+
+def test_reading_pauses_while_many_messages_wait() -> None:
+    """A peer faster than a slow async hook: reading pauses past MAX_WAITING waiting
+    messages and resumes as they are handled."""
+    from tx_swoole.protocols.tcp import MAX_WAITING
+
+    proto, transport = async_connect(open_eof_split=True, package_eof="\n")
+    proto.gates[0].callback(None)
+    proto.dataReceived(b"m\n" * (MAX_WAITING + 2))
+    assert transport.producerState == "paused"
+    while len(proto.messages) < MAX_WAITING + 2:
+        proto.gates[len(proto.messages) + 1].callback(None)
+    assert transport.producerState == "producing"
+
+
+def test_half_close_finishes_then_closes_with_reason_peer() -> None:
+    """After the peer's half-close, waiting messages are still handled and everything sent
+    is flushed (a graceful close, not an abort), with close reason peer."""
+    proto, transport = async_connect(open_eof_split=True, package_eof="\n")
+    proto.gates[0].callback(None)
+    proto.dataReceived(b"x\ny\n")
+    proto.readConnectionLost()
+    assert not transport.disconnecting
+    proto.gates[1].callback(None)
+    proto.gates[2].callback(None)
+    assert proto.messages == [b"x\n", b"y\n"] and transport.disconnecting
+    assert not transport.aborted
+    lose(proto)
+    assert proto.closed == ["peer"]

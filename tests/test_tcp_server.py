@@ -76,6 +76,33 @@ def test_echo_example_and_heartbeat(tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
+def test_echo_half_closed_client_gets_everything_back(tmp_path: Path) -> None:
+    """A client that sends 8 MiB and half-closes reads all 8 MiB back, then the server
+    closes: nothing still queued is dropped at the peer's FIN."""
+    import threading
+
+    cfg = write_config(tmp_path, {"type": "tcp", "port": 0, "app": "tcp_echo:Echo"},
+                       {"worker_num": 0})  # fmt: skip
+    with Twistd(cfg, cwd=EXAMPLES) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port()))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        payload = bytes(range(256)) * (8 * 4096)
+
+        def send_all() -> None:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        sock.settimeout(30)
+        got = bytearray()
+        while chunk := sock.recv(1 << 16):
+            got += chunk
+        sender.join(10)
+        sock.close()
+        assert len(got) == len(payload) and bytes(got) == payload
+
+
 def test_chat_example_frames_broadcast_and_limit(tmp_path: Path) -> None:
     """The framed chat example relays whole messages; an oversized frame closes the sender."""
     cfg = write_config(

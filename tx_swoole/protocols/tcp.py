@@ -22,15 +22,22 @@ and returns False.
 
 from __future__ import annotations
 
+import inspect
 import socket
 import struct
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, ILoggingContext, IProtocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    ILoggingContext,
+    IProtocol,
+)
 from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -46,6 +53,7 @@ REASONS = ("heartbeat", "peer", "server", "reload", "limit", "error")
 CONNECTION_DONE = Failure(ConnectionDone())
 _LINGER_RST = struct.pack("ii", 1, 0)
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+MAX_WAITING = 64  # messages waiting behind an async hook before reading pauses
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,26 +201,39 @@ class TrackedProtocol:
         return False
 
 
+@implementer(IHalfCloseableProtocol)
 class TCPProtocol(TrackedProtocol):
     """A long-lived TCP connection; subclass it and override the hooks.
 
     ``send(data)`` and ``close(reset=False)`` act on this connection; ``self.server`` is the
     :class:`ConnectionTable` for acting on others by id.
+
+    ``connectionOpened`` and ``messageReceived`` may be ``async def`` (or return a Deferred):
+    a message is handed over only once the hook before it has finished, so messages are
+    handled in order (set ``concurrentMessages = True`` on the class to hand each over at
+    once).  While more than :data:`MAX_WAITING` messages wait, reading pauses.  A failing
+    hook, sync or async, is logged with its traceback and the connection aborted (reason
+    ``error``).
+
+    Half-close: when the peer shuts down its sending side, :meth:`readConnectionLost` is
+    called; by default the connection finishes the messages that wait, sends everything
+    queued, then closes (reason ``peer``).  Override it to keep sending before you close.
     """
 
-    __slots__ = ("_framer",)
+    __slots__ = ("_framer", "_busy", "_waiting", "_readPaused", "_peerDone")
+    concurrentMessages: ClassVar[bool] = False  # True: do not wait for async hooks in turn
 
     def __init__(self) -> None:
         super().__init__()
         self._framer: Any = None
+        self._busy = False  # an async hook of this connection is running
+        self._waiting: deque[bytes] | None = None  # messages behind it
+        self._readPaused = False
+        self._peerDone = False
 
     def connectionMade(self) -> None:
         self._framer = self.server.makeFramer()
-        try:
-            self.connectionOpened()
-        except Exception:
-            log.failure("connectionOpened hook of connection {connId} failed", connId=self.connId)
-            self.abort("error")
+        self._runHook(self.connectionOpened, "connectionOpened")
 
     def dataReceived(self, data: bytes) -> None:
         self.lastRecvTime = self.server.seconds()
@@ -232,19 +253,83 @@ class TCPProtocol(TrackedProtocol):
                 )  # fmt: skip
                 self.close(reason="limit")
                 return
-        server = self.server
-        for message in messages:
+        if self._busy:
+            self._wait(messages)
+            return
+        for i, message in enumerate(messages):
             if self._closeReason is not None:
                 return
-            server.requestCount += 1
-            if server.maxRequestReached is not None:
-                server.maxRequestReached()
-            try:
-                self.messageReceived(message)
-            except Exception:
-                log.failure("messageReceived of connection {connId} failed", connId=self.connId)
-                self.abort("error")
+            self._deliver(message)
+            if self._busy:  # an async hook runs: the rest waits for it
+                self._wait(messages[i + 1 :])
                 return
+
+    def _deliver(self, message: bytes) -> None:
+        server = self.server
+        server.requestCount += 1
+        if server.maxRequestReached is not None:
+            server.maxRequestReached()
+        self._runHook(self.messageReceived, "messageReceived", message)
+
+    def _runHook(self, hook: Any, name: str, *args: Any) -> None:
+        try:
+            result = hook(*args)
+        except Exception:
+            log.failure("{hook} of connection {connId} failed", hook=name, connId=self.connId)
+            self.abort("error")
+            return
+        if result is None:
+            return
+        if inspect.iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
+        if isinstance(result, Deferred):
+            if not self.concurrentMessages:
+                self._busy = True
+            result.addCallbacks(self._hookDone, self._hookFailed, errbackArgs=(name,))
+
+    def _hookDone(self, _: Any) -> None:
+        if not self.concurrentMessages:
+            self._busy = False
+            self._drainWaiting()
+
+    def _hookFailed(self, failure: Failure, name: str) -> None:
+        log.failure(
+            "{hook} of connection {connId} failed", failure, hook=name, connId=self.connId
+        )
+        self._busy = False
+        self._waiting = None
+        self.abort("error")
+
+    def _wait(self, messages: list[bytes]) -> None:
+        if not messages:
+            return
+        if self._waiting is None:
+            self._waiting = deque()
+        self._waiting.extend(messages)
+        if len(self._waiting) > MAX_WAITING and not self._readPaused and self.connected:
+            self._readPaused = True
+            self.transport.pauseProducing()
+
+    def _drainWaiting(self) -> None:
+        waiting = self._waiting
+        while waiting and not self._busy and self._closeReason is None:
+            self._deliver(waiting.popleft())
+        if self._readPaused and (not waiting or len(waiting) <= MAX_WAITING // 2):
+            self._readPaused = False
+            if self.connected:
+                self.transport.resumeProducing()
+        if not self._busy and self._peerDone and self._closeReason is None:
+            self.close(reason="peer")
+
+    def readConnectionLost(self) -> None:
+        """The peer will send nothing more (it half-closed).  Default: finish the messages
+        that wait, send everything queued, then close with reason ``peer``."""
+        self._peerDone = True
+        if not self._busy and self._closeReason is None:
+            self.close(reason="peer")
+
+    def writeConnectionLost(self) -> None:
+        """Our sending side was shut down; nothing to do."""
 
     def send(self, data: bytes) -> bool:
         """Queue ``data`` for the peer; True if accepted.
