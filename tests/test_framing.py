@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tx_swoole.errors import FrameTooLargeError, FramingError
 from tx_swoole.protocols._framing import EOFFramer, LengthFramer, make_framer
@@ -97,3 +100,40 @@ def test_make_framer_by_settings() -> None:
     assert isinstance(make_framer(make_settings(open_eof_split=True)), EOFFramer)
     assert isinstance(make_framer(make_settings(open_length_check=True)), LengthFramer)
     assert make_framer(make_settings()).feed(b"raw") == [b"raw"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=3000), max_size=30))
+def test_any_split_gives_the_same_messages(cuts: list[int]) -> None:
+    """Both framers deliver the same messages whatever the read boundaries (an EOF marker
+    split across reads included)."""
+    bodies = [b"", b"a", b"hello world", b"x" * 700, b"\r", b"tail"]
+    eof_stream = b"".join(b + b"\r\n" for b in bodies)
+    len_stream = b"".join(LengthFramer.pack("N", b) for b in bodies)
+    for stream, make, expected in (
+        (eof_stream, lambda: EOFFramer(b"\r\n", 10_000), [b + b"\r\n" for b in bodies]),
+        (
+            len_stream,
+            lambda: LengthFramer("N", 0, 4, 10_000),
+            [LengthFramer.pack("N", b) for b in bodies],
+        ),
+    ):
+        framer = make()
+        points = sorted({c % (len(stream) + 1) for c in cuts})
+        got: list[bytes] = []
+        for a, b in zip([0, *points], [*points, len(stream)], strict=True):
+            got += framer.feed(stream[a:b])
+        assert got == expected
+
+
+@pytest.mark.parametrize("make", [lambda: EOFFramer(b"\r\n", 1 << 21),
+                                  lambda: LengthFramer("N", 0, 4, 1 << 21)])  # fmt: skip
+def test_a_large_message_in_tiny_reads_is_kept_as_parts(make: Any) -> None:
+    """A message arriving in tiny reads is kept as parts and joined once when it ends, not
+    re-joined per read (quadratic): the buffered parts are exactly the reads."""
+    framer = make()
+    header = struct.pack(">I", 200_000) if isinstance(framer, LengthFramer) else b""
+    framer.feed(header)
+    for _ in range(1000):
+        assert framer.feed(b"z" * 100) == []
+    assert len(framer._parts) == 1001 - (not header) and framer._size == len(header) + 100_000

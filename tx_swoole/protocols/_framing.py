@@ -32,18 +32,35 @@ class RawFramer:
 
 
 class EOFFramer:
-    """Messages end with ``eof`` (Swoole ``open_eof_split``); messages include the ``eof``."""
+    """Messages end with ``eof`` (Swoole ``open_eof_split``); messages include the ``eof``.
 
-    __slots__ = ("_eof", "_limit", "_buf")
+    Linear in the bytes received, whatever the read sizes: a read that ends no message is
+    kept as a part and only it (plus the ``len(eof) - 1`` bytes before it) is searched; the
+    parts are joined once, when the message they belong to ends.
+    """
+
+    __slots__ = ("_eof", "_limit", "_parts", "_size", "_tail")
 
     def __init__(self, eof: bytes, limit: int) -> None:
         self._eof = eof
         self._limit = limit
-        self._buf = b""
+        self._parts: list[bytes] = []  # an unterminated message, as received
+        self._size = 0
+        self._tail = b""  # its last len(eof) - 1 bytes: an eof may straddle two reads
 
     def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf + data if self._buf else data
-        eof, n = self._eof, len(self._eof)
+        eof = self._eof
+        if self._parts:
+            probe = self._tail + data
+            if probe.find(eof) < 0:  # still no end: keep the part, search nothing twice
+                self._keep(data, probe)
+                return []
+            buf = b"".join(self._parts) + data
+            self._parts = []
+            self._size = 0
+        else:
+            buf = data
+        n = len(eof)
         out = []
         start = 0
         while True:
@@ -54,12 +71,20 @@ class EOFFramer:
                 raise FrameTooLargeError(end + n - start, self._limit, "message")
             out.append(buf[start : end + n])
             start = end + n
-        rest = buf[start:]
-        if len(rest) >= self._limit:
-            self._buf = b""
-            raise FrameTooLargeError(len(rest), self._limit, "unterminated message")
-        self._buf = rest
+        if start < len(buf):
+            rest = buf[start:]
+            self._keep(rest, rest)
         return out
+
+    def _keep(self, part: bytes, probe: bytes) -> None:
+        self._size += len(part)
+        if self._size >= self._limit:
+            size = self._size
+            self._parts, self._size, self._tail = [], 0, b""
+            raise FrameTooLargeError(size, self._limit, "unterminated message")
+        self._parts.append(part)
+        keep = len(self._eof) - 1
+        self._tail = probe[-keep:] if keep else b""
 
 
 class LengthFramer:
@@ -67,9 +92,11 @@ class LengthFramer:
 
     A message is ``body_offset + length`` bytes, where ``length`` is read at ``length_offset``
     with ``length_type``; messages are delivered whole, header included, as Swoole does.
+    Linear in the bytes received: reads that do not complete what is wanted (the header, then
+    the whole message) are kept as parts and joined once.
     """
 
-    __slots__ = ("_struct", "_loff", "_boff", "_need", "_limit", "_buf")
+    __slots__ = ("_struct", "_loff", "_boff", "_need", "_limit", "_parts", "_size", "_want")
 
     def __init__(self, length_type: str, length_offset: int, body_offset: int, limit: int) -> None:
         self._struct = struct.Struct(_LENGTH_FORMATS[length_type])
@@ -77,27 +104,42 @@ class LengthFramer:
         self._boff = body_offset
         self._need = length_offset + self._struct.size
         self._limit = limit
-        self._buf = b""
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._want = 0  # bytes needed before the parts are worth joining
 
     def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf + data if self._buf else data
+        if self._parts:
+            self._parts.append(data)
+            self._size += len(data)
+            if self._size < self._want:
+                return []
+            buf = b"".join(self._parts)
+            self._parts = []
+            self._size = 0
+        else:
+            buf = data
         out = []
         start = 0
         size = len(buf)
+        want = self._need
         while size - start >= self._need:
             (length,) = self._struct.unpack_from(buf, start + self._loff)
             total = self._boff + length
             if length < 0 or total < self._need:
-                self._buf = b""
                 raise FramingError(f"invalid length {length} in message header")
             if total > self._limit:
-                self._buf = b""
                 raise FrameTooLargeError(total, self._limit, "declared message")
             if size - start < total:
+                want = total
                 break
             out.append(buf[start : start + total])
             start += total
-        self._buf = buf[start:] if start < size else b""
+            want = self._need
+        if start < size:
+            self._parts = [buf[start:] if start else buf]
+            self._size = size - start
+            self._want = want
         return out
 
     @staticmethod
