@@ -293,9 +293,7 @@ class TCPProtocol(TrackedProtocol):
             self._drainWaiting()
 
     def _hookFailed(self, failure: Failure, name: str) -> None:
-        log.failure(
-            "{hook} of connection {connId} failed", failure, hook=name, connId=self.connId
-        )
+        log.failure("{hook} of connection {connId} failed", failure, hook=name, connId=self.connId)
         self._busy = False
         self._waiting = None
         self.abort("error")
