@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import subprocess
@@ -255,3 +256,41 @@ def test_twistd_lists_swoole_after_install(tmp_path: Path, editable: bool) -> No
     """`twistd --help` lists swoole after `pip install .` and after `pip install -e .`."""
     out = _plugin_listed(tmp_path, editable)
     assert "swoole " in out and "--config=" in out
+
+
+def lifecycle_server(tmp_path: Path) -> Twistd:
+    cfg = write_config(
+        tmp_path, {"type": "tcp", "port": 0, "app": "tests.tcp_apps:Tracked"},
+        {"worker_num": 0, "max_wait_time": 1},
+        {"worker_exit": "tests.tcp_apps:on_worker_exit",
+         "worker_stop": "tests.tcp_apps:on_worker_stop"},
+    )  # fmt: skip
+    return Twistd(cfg, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_every_connection_aborted_at_the_deadline_is_reported_closed(tmp_path: Path) -> None:
+    """Three connections still open at max_wait_time on shutdown: each gets exactly one
+    connectionClosed (reason server), all before worker_stop."""
+    with lifecycle_server(tmp_path) as server:
+        port = server.port()
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        for s in socks:
+            s.sendall(b"hi")
+            assert recv_exactly(s, 2) == b"hi"
+        assert server.stop() == 0
+        out = bytes(server.output)
+        closes = re.findall(rb"app saw close of (\d+): (\w+)", out)
+        assert sorted(closes) == [(b"1", b"server"), (b"2", b"server"), (b"3", b"server")]
+        assert out.rindex(b"app saw close of") < out.index(b"app worker_stop called")
+        for s in socks:
+            s.close()
+
+
+def test_worker_exit_called_even_with_no_connection(tmp_path: Path) -> None:
+    """A worker that holds no connection still calls worker_exit (at least once), then
+    worker_stop."""
+    with lifecycle_server(tmp_path) as server:
+        server.port()
+        assert server.stop() == 0
+        out = bytes(server.output)
+        assert out.index(b"app worker_exit called") < out.index(b"app worker_stop called")

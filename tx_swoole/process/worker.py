@@ -36,6 +36,7 @@ from tx_swoole.transport import adopt_stream_port, listen_tcp, refuse_new_connec
 
 log = SwooleLogger("tx_swoole.worker")
 EXIT_POLL = 0.1  # seconds between worker_exit calls while draining
+ABORT_WAIT = 1.0  # seconds aborted connections get to report connectionClosed
 
 
 def make_factory(config: ServerConfig, app: Any, *, reactor: Any = None) -> ConnectionTable:
@@ -167,9 +168,9 @@ class AppService(Service):
             factory.startDraining()
             empty = factory.whenEmpty()
             deadline = self.reactor.seconds() + self.settings.max_wait_time
-            while not empty.called and self.reactor.seconds() < deadline:
+            while True:  # at least once, as Swoole calls onWorkerExit on every loop while exiting
                 await self._callHook("worker_exit")
-                if empty.called:
+                if empty.called or self.reactor.seconds() >= deadline:
                     break
                 await task.deferLater(self.reactor, EXIT_POLL, lambda: None)
             if factory.connections:
@@ -180,6 +181,18 @@ class AppService(Service):
                     wait=self.settings.max_wait_time, open=describe_open(factory),
                 )  # fmt: skip
                 factory.closeAll(reason)
+                # An abort reports connectionLost on the next reactor turn: wait for every
+                # connection's connectionClosed before worker_stop (bounded).
+                gone = factory.whenEmpty()
+                gone.addTimeout(ABORT_WAIT, self.reactor)
+                try:
+                    await gone
+                except defer.TimeoutError:
+                    log.warn(
+                        "worker {workerId}: {count} aborted connections did not report closed "
+                        "within {wait}s", workerId=self.workerId,
+                        count=len(factory.connections), wait=ABORT_WAIT,
+                    )  # fmt: skip
         await self._callHook("worker_stop")
 
     async def _callHook(self, name: str) -> None:

@@ -147,11 +147,11 @@ class TrackedProtocol:
         self.connected = 0
         closeReason = self._closeReason or "peer"
         self._closeReason = closeReason
-        self.server.unregister(self)
-        try:
+        try:  # as Swoole's onClose: the connection is still in the table during the hook
             self.connectionClosed(closeReason)
         except Exception:
             log.failure("connectionClosed hook of connection {connId} failed", connId=self.connId)
+        self.server.unregister(self)
 
     @property
     def closing(self) -> bool:

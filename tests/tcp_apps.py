@@ -1,0 +1,29 @@
+"""TCP apps and hooks that the worker-lifecycle tests serve under ``twistd swoole``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from tx_swoole.protocols.tcp import TCPProtocol
+
+log = Logger("tests.tcp_apps")
+
+
+class Tracked(TCPProtocol):
+    """Echoes, and logs each connection's close reason."""
+
+    def messageReceived(self, data: bytes) -> None:
+        self.send(data)
+
+    def connectionClosed(self, reason: str) -> None:
+        log.info("app saw close of {connId}: {reason}", connId=self.connId, reason=reason)
+
+
+def on_worker_exit(server: Any, worker_id: int) -> None:
+    log.info("app worker_exit called")
+
+
+def on_worker_stop(server: Any, worker_id: int) -> None:
+    log.info("app worker_stop called")
