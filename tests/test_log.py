@@ -49,3 +49,20 @@ def test_unknown_level_refused() -> None:
     """An unknown level names the allowed ones."""
     with pytest.raises(ValueError, match="debug, trace, info, notice, warning, error"):
         set_log_level("loud")
+
+
+def test_text_log_shows_swoole_level_names() -> None:
+    """Twisted's text log format shows [namespace#notice], #trace and #warning for our events
+    (not #info, #debug, #warn)."""
+    from twisted.logger import formatEventAsClassicLogText
+
+    set_log_level("debug")
+    with capturedLogs() as events:
+        log.notice("n")
+        log.trace("t")
+        log.warn("w")
+        log.info("i")
+    texts = [formatEventAsClassicLogText(e) for e in events]
+    assert [t.split("] ")[0].split(" [")[1] for t in texts] == [
+        "tests.log#notice", "tests.log#trace", "tests.log#warning", "tests.log#info"
+    ]  # fmt: skip

@@ -122,3 +122,11 @@ def test_resolve_uses_config_dir(tmp_path: Path) -> None:
         resolve("resolve_me_mod:NOPE", str(tmp_path))
     with pytest.raises(AppImportError, match="cannot import 'no_such_module_xyz'"):
         resolve("no_such_module_xyz:x", str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["task_worker_num", "ssl_cert_file", "open_http2_protocol"])
+def test_known_swoole_setting_not_supported_yet(name: str) -> None:
+    """A Swoole setting we do not have yet says so, instead of a typo hint."""
+    with pytest.raises(ConfigError, match="does not support yet") as info:
+        make_settings({name: 1})
+    assert "did you mean" not in str(info.value) and name in str(info.value)

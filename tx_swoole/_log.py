@@ -2,7 +2,8 @@
 
 Swoole has six levels (``debug``, ``trace``, ``info``, ``notice``, ``warning``, ``error``);
 Twisted has five.  ``trace`` maps to Twisted's debug and ``notice`` to Twisted's info, with the
-Swoole level kept in the event's ``swoole_level`` field.  The ``log_level`` setting filters the
+Swoole level kept in the event's ``swoole_level`` field, and text logs show it:
+``[tx_swoole.tcp#notice]``, ``[tx_swoole.http#warning]``.  The ``log_level`` setting filters the
 events of this library's loggers (:class:`SwooleLogger`), whatever observer twistd installed.
 """
 
@@ -52,7 +53,10 @@ class SwooleLogger(Logger):
         rank = _RANK[swoole_level] if swoole_level else _TWISTED_RANK[level]
         if rank < _threshold:
             return
-        kwargs.setdefault("swoole_level", LEVELS[rank])
+        name = kwargs.setdefault("swoole_level", LEVELS[rank])
+        # Text logs show [namespace#level]: with Swoole's level names (notice, trace,
+        # warning), where users look for them.
+        kwargs.setdefault("log_system", f"{self.namespace}#{name}")
         super().emit(level, format, **kwargs)
 
     def notice(self, format: str | None = None, **kwargs: Any) -> None:

@@ -221,7 +221,7 @@ class MasterService(Service):
         except ValueError:
             event = None
         if isinstance(event, dict) and "log_level" in event:
-            level = getattr(event["log_level"], "name", "info")
+            level = event.get("swoole_level") or getattr(event["log_level"], "name", "info")
             namespace = event.get("log_namespace", "-")
             event["log_system"] = f"{namespace}#{level} worker {worker.id} pid {worker.pid}"
             event["swoole_worker_id"] = worker.id
