@@ -1,10 +1,16 @@
 """Build for tx_swoole: Swoole's server model on Twisted."""
 
+import re
+
 from setuptools import setup
+
+# One source for the version: tx_swoole/__init__.py (read as text, without importing it).
+with open("tx_swoole/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 setup(
     name="tx_swoole",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Swoole's server model on Twisted: long-lived TCP connections, an HTTP/1.1 "
         "server with hard limits, async Redis clients and a multi-process server."
@@ -36,6 +42,7 @@ setup(
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
+            "coverage>=7",
             "twisted[tls]",  # the Redis TLS test (pyOpenSSL, service_identity)
         ],
         "dev": [

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the package with its test extras, redis-server) and runs them.
+# Installs what the tests need (the package with its test extras, redis-server) and runs them
+# under coverage; prints the coverage figure and fails below the floor (COVERAGE_MIN).
 set -eu
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -10,4 +11,6 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 python3 -m pip install -q -e '.[test]'
-exec python3 -m pytest -q "$@"
+python3 -m coverage erase
+python3 -m coverage run -m pytest -q "$@"
+python3 -m coverage report --fail-under="${COVERAGE_MIN:-84}" | tail -1

@@ -129,7 +129,7 @@ def test_refused_requests_read_cleanly_by_client(hello_server, raw: bytes, statu
     while s.recv(65536):  # then an orderly close (FIN), not a reset
         pass
     s.close()
-    server.wait_for(rb"\[tx_swoole.http#warn\] %d for 127.0.0.1" % status)
+    server.wait_for(rb"\[tx_swoole.http#warning\] %d for 127.0.0.1" % status)
 
 
 @pytest.mark.integration
