@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -271,3 +272,41 @@ def test_worker_exit_hook_closes_long_connections_during_reload(tmp_path: Path) 
         assert old.recv(1) == b""  # then an orderly close
         assert time.monotonic() - started < 5
         server.wait_for(rb"generation 1\) drained and exited")
+
+
+def test_status_and_reload_with_worker_num_0(tmp_path: Path) -> None:
+    """With worker_num = 0, status reports the process, its connections and requests;
+    reload is refused with a message saying why, and sends no signal."""
+    pidfile = tmp_path / "inproc.pid"
+    cfg = write_config(tmp_path, {"type": "http", "port": 0, "app": "http_hello:handler"},
+                       {"worker_num": 0})  # fmt: skip
+    with Twistd(cfg, f"--pidfile={pidfile}", cwd=EXAMPLES) as server:
+        port = server.port()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for _ in range(3):
+            conn.request("GET", "/")
+            conn.getresponse().read()
+        cli = [sys.executable, "-m", "tx_swoole"]
+        deadline = time.monotonic() + 15
+        status: dict = {}
+        while time.monotonic() < deadline:
+            out = subprocess.run([*cli, "status", "--json", "--pidfile", str(pidfile)],
+                                 capture_output=True, text=True)  # fmt: skip
+            if out.returncode == 0:
+                status = json.loads(out.stdout)
+                if status["workers"][0]["requests"] >= 3:
+                    break
+            time.sleep(0.1)
+        assert status["master"]["worker_num"] == 0 and status["master"]["in_process"]
+        [worker] = status["workers"]
+        assert (worker["pid"], worker["connections"], worker["requests"]) == (
+            server.proc.pid, 1, 3
+        )  # fmt: skip
+        text = subprocess.run([*cli, "status", "--pidfile", str(pidfile)],
+                              capture_output=True, text=True)  # fmt: skip
+        assert text.returncode == 0 and "serving in process" in text.stdout
+        reload = subprocess.run([*cli, "reload", "--pidfile", str(pidfile)],
+                                capture_output=True, text=True, timeout=10)  # fmt: skip
+        assert reload.returncode == 2 and "worker_num = 0" in reload.stderr
+        conn.close()
+    assert not (tmp_path / "inproc.pid.status.json").exists()

@@ -64,9 +64,12 @@ def cmd_status(pidfile: str, as_json: bool) -> int:
         print(json.dumps(status, indent=2))
         return 0
     m = status["master"]
-    print(f"master pid {m['pid']}  generation {m['generation']}  up {m['uptime']:.0f}s  "
-          f"workers {len(status['workers'])}/{m['worker_num']}"
-          + ("  (reloading)" if m.get("reloading") else ""))  # fmt: skip
+    if m.get("in_process"):
+        print(f"pid {m['pid']}  serving in process (worker_num = 0)  up {m['uptime']:.0f}s")
+    else:
+        print(f"master pid {m['pid']}  generation {m['generation']}  up {m['uptime']:.0f}s  "
+              f"workers {len(status['workers'])}/{m['worker_num']}"
+              + ("  (reloading)" if m.get("reloading") else ""))  # fmt: skip
     print(f"{'id':>3} {'pid':>8} {'gen':>4} {'state':>9} {'age':>8} {'conns':>6} {'requests':>9}")
     for w in status["workers"]:
         print(f"{w['id']:>3} {w['pid']:>8} {w['generation']:>4} {w['state']:>9} "
@@ -77,6 +80,11 @@ def cmd_status(pidfile: str, as_json: bool) -> int:
 def cmd_reload(pidfile: str) -> int:
     pid = _read_pid(pidfile)
     before = _status(pidfile)
+    if before and before["master"].get("in_process"):
+        print(f"reload refused: pid {pid} serves the app in process (worker_num = 0), so there "
+              "is no worker to replace and SIGUSR1 would only rotate twistd's log; restart it, "
+              "or set worker_num >= 1 for graceful reloads", file=sys.stderr)  # fmt: skip
+        return 2
     old_gen = before["master"]["generation"] if before else 0
     os.kill(pid, signal.SIGUSR1)
     print(f"reload requested: SIGUSR1 sent to master pid {pid}")

@@ -39,8 +39,8 @@ from twisted.python.failure import Failure
 from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig
 from tx_swoole.process._control import LineDecoder, encode
+from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT
 from tx_swoole.process.worker import CONTROL_OUT_FD, LISTEN_FD
-from tx_swoole.tap import BOOT_ERROR_EXIT
 from tx_swoole.transport import refuse_new_connections
 
 log = SwooleLogger("tx_swoole.master")
@@ -170,7 +170,7 @@ class MasterService(Service):
         self.reactor.callWhenRunning(self._installSignals)
 
     def _installSignals(self) -> None:
-        from tx_swoole.tap import install_signals, shutdown_handlers
+        from tx_swoole.process._lifecycle import install_signals, shutdown_handlers
 
         handlers = shutdown_handlers(self.reactor)
         handlers[signal.SIGUSR1] = self.reload
@@ -385,7 +385,7 @@ class MasterService(Service):
 
     def fatal(self, code: int) -> None:
         """Stop the master; the process then exits with ``code`` (twistd cleans up first)."""
-        from tx_swoole.tap import exit_after_shutdown
+        from tx_swoole.process._lifecycle import exit_after_shutdown
 
         if self.shuttingDown is None:
             exit_after_shutdown(code)

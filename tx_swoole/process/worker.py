@@ -29,9 +29,9 @@ from twisted.python.failure import Failure
 from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig, parse_config, resolve
 from tx_swoole.process._control import LineDecoder, encode
+from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
 from tx_swoole.reactor import install_unless_chosen
-from tx_swoole.tap import BOOT_ERROR_EXIT
 from tx_swoole.transport import adopt_stream_port, listen_tcp, refuse_new_connections
 
 log = SwooleLogger("tx_swoole.worker")

@@ -1,0 +1,58 @@
+"""What the master, the workers and the in-process server share: exit codes and signals.
+
+Nothing here imports the twistd plugin (:mod:`tx_swoole.tap`); the plugin builds on this.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tx_swoole._log import SwooleLogger
+
+log = SwooleLogger("tx_swoole.process")
+BOOT_ERROR_EXIT = 3  # like gunicorn's WORKER_BOOT_ERROR: the app cannot start
+
+
+def exit_after_shutdown(code: int) -> None:
+    """Make the process exit with ``code`` once twistd has cleaned up (pid file removed)."""
+
+    def _exit() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    atexit.register(_exit)
+
+
+def install_signals(reactor: Any, handlers: dict[int, Callable[[], Any]]) -> None:
+    """Route signals to ``handlers`` (run in the reactor thread); ignore SIGPIPE.
+
+    TERM and INT stop the reactor gracefully and the process exits 0, instead of twistd's
+    re-raising of the signal at exit.  Call once the reactor runs (it installs its own first).
+    """
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    for sig, handler in handlers.items():
+        signal.signal(sig, _deliver(reactor, handler))
+
+
+def _deliver(reactor: Any, handler: Callable[[], Any]) -> Callable[[int, Any], None]:
+    def on_signal(_sig: int, _frame: Any) -> None:
+        reactor.callFromThread(handler)
+
+    return on_signal
+
+
+def shutdown_handlers(reactor: Any) -> dict[int, Callable[[], Any]]:
+    """TERM and INT: graceful shutdown through ``reactor.stop`` (services drain first)."""
+
+    def stop() -> None:
+        if reactor.running:
+            log.info("shutdown requested: draining")
+            reactor.stop()
+
+    return {signal.SIGTERM: stop, signal.SIGINT: stop}

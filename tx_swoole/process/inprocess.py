@@ -1,0 +1,95 @@
+"""``worker_num = 0``: the app served by the twistd process itself.
+
+With a pid file, ``PIDFILE.status.json`` is kept current as the master keeps it (one worker:
+this process), so ``python -m tx_swoole status`` works; there is no reload (the master's
+SIGUSR1 is twistd's log rotation here), and ``python -m tx_swoole reload`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import task
+
+from tx_swoole._log import SwooleLogger
+from tx_swoole.config import ServerConfig
+from tx_swoole.process._lifecycle import (
+    BOOT_ERROR_EXIT,
+    exit_after_shutdown,
+    install_signals,
+    shutdown_handlers,
+)
+from tx_swoole.process.worker import AppService
+
+log = SwooleLogger("tx_swoole.inprocess")
+STATUS_EVERY = 1.0  # seconds between status file writes
+
+
+class InProcessServer(MultiService):
+    """``worker_num = 0``: the app served by the twistd process itself."""
+
+    def __init__(
+        self, config: ServerConfig, reactor: Any = None, pidfile: str | None = None
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.app = AppService(config, reactor=reactor)
+        self.app.setServiceParent(self)
+        self.statusPath = os.path.abspath(pidfile) + ".status.json" if pidfile else None
+        self._writer: task.LoopingCall | None = None
+        self._startedAt = 0.0
+
+    def startService(self) -> None:
+        super().startService()
+        self._startedAt = self.reactor.seconds()
+        self.app.ready.addErrback(self._bootFailed)
+        self.reactor.callWhenRunning(install_signals, self.reactor, shutdown_handlers(self.reactor))
+        if self.statusPath:
+            self._writer = task.LoopingCall(self.writeStatus)
+            self._writer.clock = self.reactor
+            self._writer.start(STATUS_EVERY)
+
+    def stopService(self) -> Any:
+        if self._writer is not None and self._writer.running:
+            self._writer.stop()
+        if self.statusPath and os.path.exists(self.statusPath):
+            os.unlink(self.statusPath)
+        return super().stopService()
+
+    def status(self) -> dict[str, Any]:
+        """The master's status shape: this process is the master and its only worker."""
+        age = round(self.reactor.seconds() - self._startedAt, 3)
+        factory = self.app.factory
+        return {
+            "master": {
+                "pid": os.getpid(), "generation": 1, "uptime": age, "worker_num": 0,
+                "reloading": False, "in_process": True,
+            },
+            "workers": [
+                {"id": 0, "pid": os.getpid(), "generation": 1,
+                 "state": "serving" if factory is not None else "starting", "age": age,
+                 "connections": len(factory.connections) if factory is not None else 0,
+                 "requests": factory.requestCount if factory is not None else 0}
+            ],
+        }  # fmt: skip
+
+    def writeStatus(self) -> None:
+        assert self.statusPath is not None
+        tmp = self.statusPath + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.status(), f)
+            os.replace(tmp, self.statusPath)
+        except OSError as e:
+            log.warn("cannot write status file {path}: {error}", path=self.statusPath,
+                     error=e.strerror)  # fmt: skip
+
+    def _bootFailed(self, failure: Any) -> None:
+        log.failure("the app cannot start; exiting", failure)
+        exit_after_shutdown(BOOT_ERROR_EXIT)
+        self.reactor.callWhenRunning(self.reactor.stop)
