@@ -325,7 +325,8 @@ class RedisPool(RedisCommands, ScanCommands):
         self._next = 0
         self._connecting = 0
         self._waiters: deque[defer.Deferred[None]] = deque()
-        self._failures = 0
+        self._failures = 0  # outages in a row (connects failing together count once)
+        self._outage = 0  # bumped when a failure is counted: attempts begun before it share it
         self._retryAt = 0.0
         self._lastError: RedisError | None = None
         self._backoff = backoffPolicy(initialDelay=0.1, maxDelay=10.0, factor=2.0)
@@ -392,15 +393,20 @@ class RedisPool(RedisCommands, ScanCommands):
             raise type(self._lastError)(f"{self._lastError} (retrying in "
                                         f"{self._retryAt - now:.1f}s)")  # fmt: skip
         self._connecting += 1
+        outage = self._outage
         try:
             conn = await self._connect()
         except BaseException as e:
-            self._failures += 1
-            self._lastError = _connect_error(e, self.address, self.connectTimeout)
-            self._retryAt = self.reactor.seconds() + self._backoff(self._failures)
-            raise self._lastError from None
-        finally:
             self._connecting -= 1
+            self._lastError = error = _connect_error(e, self.address, self.connectTimeout)
+            if outage == self._outage:  # the first failure of this outage: one back-off step
+                self._outage += 1
+                self._failures += 1
+                self._retryAt = self.reactor.seconds() + self._backoff(self._failures)
+            if not self.connections and not self._connecting:
+                self._failWaiters(error)  # nothing left that could serve them
+            raise error from None
+        self._connecting -= 1
         self._failures = 0
         self._lastError = None
         self.connections.add(conn)
@@ -514,6 +520,14 @@ class RedisPool(RedisCommands, ScanCommands):
             return
         self.shared.append(conn)
         self._wakeOne()
+
+    def _failWaiters(self, error: RedisError) -> None:
+        """Callers queued for a connection get the connection error now, not at their
+        acquire_timeout (or never, with acquire_timeout=0)."""
+        waiters, self._waiters = self._waiters, deque()
+        for d in waiters:
+            if not d.called:
+                d.errback(type(error)(str(error)))
 
     def _wakeOne(self) -> None:
         while self._waiters:
