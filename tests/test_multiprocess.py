@@ -58,6 +58,22 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> None:
     raise AssertionError("condition not reached")
 
 
+def ready_status(pidfile: Path, workers: int, timeout: float = 15.0) -> dict[str, Any]:
+    """The status once the master reports ``workers`` workers of its current generation."""
+    found: dict[str, Any] = {}
+
+    def complete() -> bool:
+        if not Path(str(pidfile) + ".status.json").exists():
+            return False
+        found.update(status(pidfile))
+        gen = found["master"]["generation"]
+        current = [w for w in found["workers"] if w["generation"] == gen]
+        return len(current) == workers and not found["master"]["reloading"]
+
+    wait_until(complete, timeout)
+    return found
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "close"])
 def test_reload_three_times_under_load_drops_nothing(tmp_path: Path, keep_alive: bool) -> None:
@@ -65,22 +81,21 @@ def test_reload_three_times_under_load_drops_nothing(tmp_path: Path, keep_alive:
     worker alive after max_wait_time."""
     server, port, pidfile = start(tmp_path, {"worker_num": 2})
     with server:
-        time.sleep(1.2)  # status file written
-        first = worker_pids(pidfile)
+        first = {w["pid"] for w in ready_status(pidfile, 2)["workers"]}
         with HTTPLoad(port, connections=12, keep_alive=keep_alive) as load:
-            time.sleep(1)
-            for _ in range(3):
+            wait_until(lambda: load.ok > 100, timeout=20)
+            for generation in (2, 3, 4):  # each reload once the one before has finished
+                before = load.ok
                 server.signal(signal.SIGUSR1)
-                time.sleep(1.5)
-            time.sleep(1)
+                server.wait_for(rb"reload to generation %d finished" % generation, timeout=30)
+                wait_until(lambda: load.ok > before + 100, timeout=20)  # noqa: B023
         assert load.failures == [] and load.refused == 0 and load.ok > 500
         server.wait_for(rb"reload to generation 4 finished")
         wait_until(lambda: status(pidfile)["master"]["generation"] == 4)
         now = status(pidfile)
         assert {w["generation"] for w in now["workers"]} == {4} and len(now["workers"]) == 2
         assert not first & {w["pid"] for w in now["workers"]}
-        time.sleep(3.5)
-        assert not any(pid_alive(p) for p in first)
+        wait_until(lambda: not any(pid_alive(p) for p in first), timeout=10)
         assert server.stop() == 0
 
 
@@ -104,8 +119,7 @@ def test_crashed_worker_respawned_with_its_id_and_logs_tagged(tmp_path: Path) ->
     server, port, pidfile = start(tmp_path, {"worker_num": 2})
     with server:
         server.wait_for(rb"tx_swoole.worker#info worker 0 pid \d+\] worker 0 \(pid \d+\) serving")
-        time.sleep(1.2)
-        before = {w["id"]: w["pid"] for w in status(pidfile)["workers"]}
+        before = {w["id"]: w["pid"] for w in ready_status(pidfile, 2)["workers"]}
         os.kill(before[1], signal.SIGKILL)
         started = time.monotonic()
         server.wait_for(rb"worker 1 \(pid %d, generation 1\) died unexpectedly" % before[1])
@@ -137,15 +151,14 @@ def test_shutdown_under_load_no_reset_exit_0_pidfile_removed(tmp_path: Path) -> 
     shutdown only by Connection: close or a refused connect); exit 0 within 2 x max_wait_time;
     pid file removed; no worker left behind."""
     server, port, pidfile = start(tmp_path, {"worker_num": 2})
-    time.sleep(1.2)
-    workers = worker_pids(pidfile)
+    workers = {w["pid"] for w in ready_status(pidfile, 2)["workers"]}
     with HTTPLoad(port, connections=16) as load:
-        time.sleep(1.5)
+        wait_until(lambda: load.ok > 100, timeout=20)
         started = time.monotonic()
         server.signal(signal.SIGTERM)
         code = server.proc.wait(10)
         took = time.monotonic() - started
-        time.sleep(0.5)
+        wait_until(lambda: load.refused > 0, timeout=10)
     server.stop()
     assert code == 0 and took <= 6
     assert load.failures == [] and load.ok > 100 and load.refused > 0
@@ -157,8 +170,7 @@ def test_shutdown_under_load_no_reset_exit_0_pidfile_removed(tmp_path: Path) -> 
 def test_workers_exit_when_master_dies(tmp_path: Path) -> None:
     """No orphan survives its master: workers notice and exit on their own."""
     server, _, pidfile = start(tmp_path, {"worker_num": 2})
-    time.sleep(1.2)
-    workers = worker_pids(pidfile)
+    workers = {w["pid"] for w in ready_status(pidfile, 2)["workers"]}
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(5)
     wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=8)
@@ -169,7 +181,7 @@ def test_cli_status_reload_stop(tmp_path: Path) -> None:
     """python -m tx_swoole status/reload/stop work against a running master."""
     server, _, pidfile = start(tmp_path, {"worker_num": 2})
     with server:
-        time.sleep(1.2)
+        ready_status(pidfile, 2)
         cli = [sys.executable, "-m", "tx_swoole"]
         where = ["--pidfile", str(pidfile)]
         text = subprocess.run([*cli, "status", *where], capture_output=True, text=True).stdout
@@ -194,13 +206,16 @@ def test_new_connections_spread_across_workers(tmp_path: Path, workers: int) -> 
             s.sendall(b"GET / HTTP/1.1\r\n\r\n")
         for s in burst:
             assert s.recv(1000).startswith(b"HTTP/1.1 200")
-        time.sleep(1.5)  # stats reach the master every second
+        wait_until(  # stats reach the master every second
+            lambda: sum(w["connections"] for w in status(pidfile)["workers"]) == 300
+        )
         held = [w["connections"] for w in status(pidfile)["workers"]]
         for s in burst:
             s.close()
         with HTTPLoad(port, connections=8, keep_alive=False) as load:
             wait_until(lambda: load.ok >= 1500, timeout=30)
-        time.sleep(1.5)
+        total = 300 + load.ok
+        wait_until(lambda: sum(w["requests"] for w in status(pidfile)["workers"]) >= total)
         served = [w["requests"] for w in status(pidfile)["workers"]]
         print("spread", held, served)
         assert load.failures == [] and sum(held) == 300
