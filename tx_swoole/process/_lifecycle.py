@@ -6,6 +6,7 @@ Nothing here imports the twistd plugin (:mod:`tx_swoole.tap`); the plugin builds
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import signal
 import sys
@@ -16,6 +17,18 @@ from tx_swoole._log import SwooleLogger
 
 log = SwooleLogger("tx_swoole.process")
 BOOT_ERROR_EXIT = 3  # like gunicorn's WORKER_BOOT_ERROR: the app cannot start
+
+
+def write_status(path: str, status: dict[str, Any]) -> None:
+    """Replace the status file at ``path`` atomically (``python -m tx_swoole status`` reads
+    it); a failure is logged, never raised."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(status, f)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warn("cannot write status file {path}: {error}", path=path, error=e.strerror)
 
 
 def exit_after_shutdown(code: int) -> None:

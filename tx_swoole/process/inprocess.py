@@ -7,7 +7,6 @@ SIGUSR1 is twistd's log rotation here), and ``python -m tx_swoole reload`` says 
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -21,6 +20,7 @@ from tx_swoole.process._lifecycle import (
     exit_after_shutdown,
     install_signals,
     shutdown_handlers,
+    write_status,
 )
 from tx_swoole.process.worker import AppService
 
@@ -80,14 +80,7 @@ class InProcessServer(MultiService):
 
     def writeStatus(self) -> None:
         assert self.statusPath is not None
-        tmp = self.statusPath + ".tmp"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(self.status(), f)
-            os.replace(tmp, self.statusPath)
-        except OSError as e:
-            log.warn("cannot write status file {path}: {error}", path=self.statusPath,
-                     error=e.strerror)  # fmt: skip
+        write_status(self.statusPath, self.status())
 
     def _bootFailed(self, failure: Any) -> None:
         log.failure("the app cannot start; exiting", failure)

@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig
 from tx_swoole.process._control import LineDecoder, encode
-from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT
+from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT, write_status
 from tx_swoole.process.worker import CONTROL_OUT_FD, LISTEN_FD
 from tx_swoole.transport import refuse_new_connections
 
@@ -454,14 +454,7 @@ class MasterService(Service):
         if self.shuttingDown is not None and self.shuttingDown.called:
             return  # the file is gone with the master
         self._lastStatus = now
-        tmp = self.statusPath + ".tmp"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(self.status(), f)
-            os.replace(tmp, self.statusPath)
-        except OSError as e:
-            log.warn("cannot write status file {path}: {error}", path=self.statusPath,
-                     error=e.strerror)  # fmt: skip
+        write_status(self.statusPath, self.status())
 
 
 def listening_sockets(host: str, port: int, backlog: int, count: int) -> list[socket.socket]:
