@@ -42,7 +42,7 @@ setup(
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
-            "coverage>=7",
+            "coverage>=7.10",  # [run] patch = subprocess: twistd processes measured
             "twisted[tls]",  # the Redis TLS test (pyOpenSSL, service_identity)
         ],
         "dev": [

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (the package with its test extras, redis-server) and runs them
 # under coverage; prints the coverage figure and fails below the floor (COVERAGE_MIN).
-set -eu
+set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
@@ -13,4 +13,6 @@ fi
 python3 -m pip install -q -e '.[test]'
 python3 -m coverage erase
 python3 -m coverage run -m pytest -q "$@"
-python3 -m coverage report --fail-under="${COVERAGE_MIN:-84}" | tail -1
+python3 -m coverage combine -q  # the twistd processes the tests ran are measured too
+# 93% when the floor was set; one point of slack for workers a test kills before they write.
+python3 -m coverage report --fail-under="${COVERAGE_MIN:-92}" | tail -1
