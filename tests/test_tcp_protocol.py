@@ -388,3 +388,23 @@ def test_half_close_finishes_then_closes_with_reason_peer() -> None:
     assert not transport.aborted
     lose(proto)
     assert proto.closed == ["peer"]
+
+
+def test_connections_provide_the_tracked_connection_interface() -> None:
+    """TCP and HTTP connections provide ITrackedConnection (what the table and a draining
+    worker use, with no attribute probing); a raw send to an HTTP connection is refused."""
+    from zope.interface.verify import verifyObject
+
+    from tx_swoole.protocols.http import HTTPFactory
+    from tx_swoole.protocols.tcp import ITrackedConnection
+
+    tcp, _ = connect(make())
+    http_factory = HTTPFactory(lambda q, r: r.end(), {}, reactor=task.Clock())
+    http = http_factory.buildProtocol(ADDR)
+    http.makeConnection(SocketStringTransport())
+    for proto in (tcp, http):
+        assert verifyObject(ITrackedConnection, proto)
+        assert proto.describeState() in ("open", "idle", "head")
+    with capturedLogs() as events:
+        assert http_factory.send(http.connId, b"raw") is False
+    assert any("takes no raw sends" in e["log_format"] for e in events)

@@ -220,7 +220,7 @@ def describe_open(factory: ConnectionTable, most: int = 5) -> str:
     items = []
     for connId, p in list(factory.connections.items())[:most]:
         peer = p.transport.getPeer()
-        state = getattr(p, "describeState", lambda: "open")()
+        state = p.describeState()
         items.append(f"#{connId} {getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')} {state}")
     more = len(factory.connections) - len(items)
     return ", ".join(items) + (f" and {more} more" if more > 0 else "")

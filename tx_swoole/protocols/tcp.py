@@ -40,7 +40,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Attribute, Interface, implementer
 
 from tx_swoole._log import SwooleLogger
 from tx_swoole.errors import FramingError
@@ -100,7 +100,35 @@ def pending_bytes(transport: Any) -> int:
     return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
-@implementer(IProtocol, ILoggingContext)
+class ITrackedConnection(Interface):
+    """What a connection table, and a draining worker, need of a connection in it."""
+
+    connId = Attribute("The connection's id in its table (Swoole's $fd).")
+    closing = Attribute("True once the connection is closed or closing.")
+
+    def send(data: bytes) -> bool:  # noqa: N805
+        """Queue ``data`` for the peer; False (logged) when refused."""
+
+    def close(reset: bool = False, reason: str = "server") -> bool:  # noqa: N805
+        """Close gracefully, or abort with ``reset``; False when already closing."""
+
+    def abort(reason: str) -> None:  # noqa: N805
+        """Abort (RST, output dropped) with ``reason``."""
+
+    def byteCounts() -> tuple[int, int]:  # noqa: N805
+        """Bytes received from and sent to the peer."""
+
+    def describeState() -> str:  # noqa: N805
+        """One word for the connection's state (for deadline warnings)."""
+
+    def drainRequested() -> None:  # noqa: N805
+        """The worker is draining (reload or shutdown)."""
+
+    def idleExpired(now: float) -> bool:  # noqa: N805
+        """True if the table's periodic sweep at ``now`` should close it."""
+
+
+@implementer(IProtocol, ILoggingContext, ITrackedConnection)
 class TrackedProtocol:
     """A protocol that lives in a :class:`ConnectionTable`; base of our server protocols.
 
@@ -192,6 +220,16 @@ class TrackedProtocol:
 
     def connectionClosed(self, reason: str) -> None:
         """Override: the connection is gone; ``reason`` is one of :data:`REASONS`."""
+
+    def send(self, data: bytes) -> bool:
+        """Raw sends go to long connections only (:class:`TCPProtocol`); here: refused."""
+        log.notice("send to connection {connId} dropped: it takes no raw sends",
+                   connId=self.connId)  # fmt: skip
+        return False
+
+    def describeState(self) -> str:
+        """Override: one word for the connection's state; default ``open``."""
+        return "open" if not self.closing else "closing"
 
     def drainRequested(self) -> None:
         """Override: the worker is draining (reload or shutdown); default does nothing."""
@@ -504,7 +542,7 @@ class ConnectionTable(ServerFactory):
     def send(self, connId: int, data: bytes) -> bool:
         """Send ``data`` to connection ``connId``; False (logged at NOTICE) if it is gone."""
         p = self.connections.get(connId)
-        if p is None or not hasattr(p, "send"):
+        if p is None:
             log.notice("send to unknown connection {connId} dropped", connId=connId)
             return False
         return bool(p.send(data))
