@@ -78,3 +78,30 @@ def test_during_backoff_commands_fail_at_once_and_the_next_retry_connects() -> N
     assert endpoint.attempts == 2
     clock.advance(0.01)  # (refused again: every Deferred settles before the test ends)
     assert retried == [RedisConnectionError]
+
+
+def test_the_interface_declares_the_whole_command_surface() -> None:
+    """IRedisCommands declares every command method, so a fake that has only some of them
+    is caught by verifyObject, and one with all of them passes."""
+    import pytest
+    from zope.interface import implementer
+    from zope.interface.exceptions import Invalid
+    from zope.interface.verify import verifyObject
+
+    from tx_swoole.clients._commands import RedisCommands
+    from tx_swoole.clients.redis import IRedisCommands
+
+    names = set(IRedisCommands.names())
+    assert {"get", "set", "hset", "zadd", "lpush", "xadd", "expire", "incr"} <= names
+    assert names == {n for n in vars(RedisCommands) if not n.startswith("_")}
+
+    @implementer(IRedisCommands)
+    class HalfFake:
+        def get(self, key: Any) -> Any: ...
+
+        def set(self, key: Any, value: Any, ex: Any = None, px: Any = None) -> Any: ...
+
+    with pytest.raises(Invalid):
+        verifyObject(IRedisCommands, HalfFake())
+    pool, _, _ = refusing_pool()
+    assert verifyObject(IRedisCommands, pool)

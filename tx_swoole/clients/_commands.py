@@ -7,30 +7,15 @@ returns itself.  Values are bytes in and out unless the client decodes.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Interface
+from zope.interface.interface import InterfaceClass, fromMethod
 
 Transform = Callable[[Any], Any] | None
 Scan = AsyncIterator[Any]
-
-
-class IRedisCommands(Interface):
-    """The Redis command surface: a pool, a connection and a pipeline all provide it.
-
-    Type against it, and fake it in tests of code that uses Redis.
-    """
-
-    def execute(*args: Any) -> Any:  # noqa: N805
-        """Run any command (``execute("SET", "k", "v")``); errors come back as
-        ``RedisReplyError``."""
-
-    def get(key: Any) -> Any:  # noqa: N805
-        """GET key."""
-
-    def set(key: Any, value: Any, ex: Any = None, px: Any = None) -> Any:  # noqa: N805
-        """SET key value [EX s|PX ms] (plus nx, xx, get keywords)."""
 
 
 def _pairs_to_dict(reply: Any) -> Any:
@@ -328,6 +313,49 @@ def stream_read_reply(reply: Any) -> Any:
     if isinstance(reply, dict):
         return {k: _stream_entries(v) for k, v in reply.items()}
     return {stream: _stream_entries(entries) for stream, entries in reply}
+
+
+def _surface(cls: type) -> dict[str, Any]:
+    """The public command methods of ``cls`` as interface methods (signatures and docs
+    taken from the implementation: one source for the surface)."""
+    attrs: dict[str, Any] = {}
+    for name, func in vars(cls).items():
+        if not name.startswith("_") and inspect.isfunction(func):
+            method = fromMethod(func, name=name)
+            method.__doc__ = func.__doc__ or f"Redis {name.upper()}."
+            attrs[name] = method
+    return attrs
+
+
+if TYPE_CHECKING:
+
+    class IRedisCommands(Interface):  # what type checkers see; at run time, the whole surface
+        """The Redis command surface: a pool, a connection and a pipeline all provide it.
+
+        Type against it, and fake it in tests of code that uses Redis.
+        """
+
+        def execute(*args: Any) -> Any:  # noqa: N805
+            """Run any command (``execute("SET", "k", "v")``); errors come back as
+            ``RedisReplyError``."""
+
+        def get(key: Any) -> Any:  # noqa: N805
+            """GET key."""
+
+        def set(key: Any, value: Any, ex: Any = None, px: Any = None) -> Any:  # noqa: N805
+            """SET key value [EX s|PX ms] (plus nx, xx, get keywords)."""
+
+else:
+    IRedisCommands = InterfaceClass(
+        "IRedisCommands",
+        (Interface,),
+        _surface(RedisCommands),
+        __doc__="""The Redis command surface: a pool, a connection and a pipeline all provide
+        it.  Every command method of :class:`RedisCommands` is declared, so a fake can be
+        verified against it (``zope.interface.verify.verifyObject``).  Type against it, and
+        fake it in tests of code that uses Redis.""",
+        __module__=__name__,
+    )
 
 
 class ScanCommands:
