@@ -142,6 +142,19 @@ def test_endless_header_refused_without_buffering_it() -> None:
     assert peer.conn.reading is State.CLOSED and peer.feed(b"more") == []
 
 
+def test_head_pipelined_behind_a_body_gets_the_header_timeout() -> None:
+    """A head that starts in the read which ends a body is a head in progress: it gets its
+    408 at http_header_timeout, not a quiet close at the keep-alive timeout."""
+    peer = Peer(timeouts=(60.0, 5.0, 60.0, 60.0))
+    peer.feed(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\na", 0.0)
+    peer.feed(b"bcGET /next HT", 1.0)
+    assert [r.body for r in peer.requests] == [b"abc"] and peer.conn.state is State.HEAD
+    peer.handle(peer.conn.check(6.0, 0))
+    assert peer.error is None
+    peer.handle(peer.conn.check(6.1, 0))
+    assert isinstance(peer.error, RequestTimeoutError)
+
+
 def test_endless_crlfs_before_a_request_are_a_head_too() -> None:
     """Blank lines before a request count toward its head: a peer trickling CRLFs is refused
     at the limit instead of being read for ever."""
@@ -198,12 +211,14 @@ def test_trailers_are_kept_apart_from_headers(feed: Feed) -> None:
     assert all(name != b"Authorization" for name, _ in request.raw_headers)
 
 
+@SPLITS
 @pytest.mark.parametrize(("size", "ok"), [(1000, True), (1001, False)])
-def test_trailer_section_counts_against_header_limit(size: int, ok: bool) -> None:
-    """Trailer fields of N bytes (canonical) are accepted, N+1 refused with 431."""
+def test_trailer_section_counts_against_header_limit(feed: Feed, size: int, ok: bool) -> None:
+    """Trailer fields of N bytes (canonical) are accepted, N+1 refused with 431, however the
+    section arrives."""
     value = b"v" * (size - len(b"T: \r\n"))
     peer = Peer(header_max=1000)
-    done = peer.feed(CHUNKED + chunked(b"x", trailer=b"T: " + value + b"\r\n"))
+    done = feed(peer, CHUNKED + chunked(b"x", trailer=b"T: " + value + b"\r\n"))
     assert (len(done) == 1) is ok
     assert ok or isinstance(peer.error, HeaderTooLargeError)
 

@@ -195,6 +195,8 @@ class HTTPConnection(RequestParser):
         except Exception as e:
             self._feed_failed(e, data)
         if self.error is None:
+            if self._url is not None:  # a head is open (maybe behind a complete one)
+                self.reading = HEAD
             if self.reading is HEAD:
                 self._measure_open_head()
             elif reading is BODY and self.reading is BODY and self._chunked:

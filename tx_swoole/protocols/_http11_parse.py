@@ -15,9 +15,10 @@ Limits are checked before memory is spent:
   bytes), so heads inside such a read are measured only if still open at its end;
 - trailer fields of a chunked body count against ``header_max`` of their own (431), and so
   does every run of reads that brings no body byte (a never-ending chunk extension or trailer
-  value); all chunk framing together may not exceed the body it carries plus ``header_max``
-  (400: many tiny chunks cost a callback each).  The read in which a chunked body starts or
-  ends is not counted: at most one read (64 KiB) of slack per request;
+  value); all chunk framing together (trailer fields aside) may not exceed the body it
+  carries plus ``header_max`` (400: many tiny chunks cost a callback each).  The read in
+  which a chunked body starts or ends is not counted: at most one read (64 KiB) of slack per
+  request;
 - a declared ``Content-Length`` over ``body_max`` → 413 as soon as the head is complete;
   chunked bodies are counted as they arrive;
 - llhttp's refusals (bad request line, invalid header bytes, bad chunk sizes, both
@@ -51,6 +52,7 @@ __all__ = [
 
 _NOTHING: list[Any] = []  # shared and never appended to: the empty value of lazy lists
 _new = object.__new__
+_FRAMING_SLACK = 64  # bytes: the last-chunk line and the CRLFs around a trailer section
 _SAMPLE = 40  # bytes of peer data quoted in error messages, at most
 # Header names that need a look when the head completes, by length -> first letter, lower
 # case: Content-Length, Expect, Upgrade, Connection, Transfer-Encoding.  A match only
@@ -227,14 +229,18 @@ class RequestParser:
         framing = size - self._body_in_read
         self._framing += framing
         self._framing_run = framing + self._framing_run if not self._body_in_read else 0
-        if self._framing_run + self._trailer_size > self._header_max:
+        # The run holds the trailer fields too (counted exactly, in _trailer) and the lines
+        # around them; what it bounds is a value that never ends.
+        if self._framing_run > self._header_max + _FRAMING_SLACK:
             self._refuse(
                 HeaderTooLargeError(
-                    f"{self._framing_run + self._trailer_size} bytes of chunk extension or "
-                    f"trailer fields exceed http_header_max_length={self._header_max}"
+                    f"{self._framing_run} bytes of chunk extension or trailer fields exceed "
+                    f"http_header_max_length={self._header_max}"
                 )
             )
-        elif self._framing > self._body_size + self._header_max:
+        elif (
+            self._framing - self._trailer_size > self._body_size + self._header_max + _FRAMING_SLACK
+        ):
             self._refuse(
                 MalformedRequestError(
                     f"{self._framing} bytes of chunk framing for {self._body_size} bytes of "
