@@ -345,6 +345,12 @@ if TYPE_CHECKING:
         def set(key: Any, value: Any, ex: Any = None, px: Any = None) -> Any:  # noqa: N805
             """SET key value [EX s|PX ms] (plus nx, xx, get keywords)."""
 
+        def eval(script: Any, keys: Iterable[Any] = (), args: Iterable[Any] = ()) -> Any:  # noqa: N805
+            """EVAL script numkeys keys... args..."""
+
+        def evalsha(sha: Any, keys: Iterable[Any] = (), args: Iterable[Any] = ()) -> Any:  # noqa: N805
+            """EVALSHA sha numkeys keys... args..."""
+
 else:
     IRedisCommands = InterfaceClass(
         "IRedisCommands",

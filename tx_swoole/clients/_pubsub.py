@@ -13,20 +13,16 @@ the connection (up to the pool's ``connect_timeout``) and then raises ``RedisCon
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 
 from tx_swoole._log import SwooleLogger
+from tx_swoole.clients._connection import IRedisConnector, RedisConnection
 from tx_swoole.clients._resp import pack_command
 from tx_swoole.errors import RedisConnectionError, RedisReplyError
-
-if TYPE_CHECKING:
-    from tx_swoole.clients.redis import RedisPool
-
-from tx_swoole.clients.redis import RedisConnection
 
 log = SwooleLogger("tx_swoole.redis.pubsub")
 Callback = Callable[[Any, Any], Any]
@@ -61,7 +57,7 @@ class PubSubConnection(RedisConnection):
 class PubSub:
     """Subscriptions of one subscriber; see the module docstring."""
 
-    def __init__(self, pool: RedisPool) -> None:
+    def __init__(self, pool: IRedisConnector) -> None:
         self.pool = pool
         self.channels: dict[Any, Callback] = {}
         self.patterns: dict[Any, Callback] = {}

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from twisted.internet import defer
+from zope.interface import Attribute, Interface
 
 from tx_swoole.errors import ResponseStateError
 from tx_swoole.protocols._http11 import IDLE as _IDLE
@@ -21,10 +22,35 @@ from tx_swoole.protocols._http11_head import HAS_CONTENT_TYPE, header_block, sta
 
 if TYPE_CHECKING:
     from tx_swoole.protocols._request import Request
-    from tx_swoole.protocols.http import HTTPProtocol
 
-__all__ = ["Response"]
+__all__ = ["IResponseChannel", "Response"]
 _OK = status_line(200)
+
+
+class IResponseChannel(Interface):
+    """What a :class:`Response` needs of its connection
+    (:class:`~tx_swoole.protocols.http.HTTPProtocol` provides it)."""
+
+    connected = Attribute("false once the connection is gone")
+    conn = Attribute("the sans-IO HTTPConnection that frames the response")
+    server = Attribute("the server: defaultHeaders, now (the Date header's clock)")
+    transport = Attribute("the transport a whole response is written to")
+    transportPaused = Attribute("true while the transport's buffer is full")
+
+    def streamBody(head: bytes, data: bytes) -> bool:  # noqa: N805
+        """Send ``head`` (b"" once started) and a piece of the body; False over the limit."""
+
+    def endBody(tail: bytes) -> None:  # noqa: N805
+        """End a streamed response with ``tail``."""
+
+    def whenDrained() -> defer.Deferred[None]:
+        """Fires once the unsent output is under ``buffer_output_size``."""
+
+    def sendFile(f: IO[bytes]) -> defer.Deferred[None]:  # noqa: N805
+        """Stream the open file as the body (head already sent); fires when it is sent."""
+
+    def responseEnded() -> None:
+        """A whole response was written: close, or serve what is held."""
 
 
 class Response:
@@ -44,7 +70,7 @@ class Response:
 
     __slots__ = ("_proto", "_request", "_headers", "_status", "started", "ended")
 
-    def __init__(self, proto: HTTPProtocol, request: Request) -> None:
+    def __init__(self, proto: IResponseChannel, request: Request) -> None:
         self._proto = proto
         self._request = request
         self._headers: tuple[Any, ...] = ()  # flat: name, value, name, value, ...
@@ -73,6 +99,13 @@ class Response:
         if self.started:
             raise ResponseStateError(f"header({name!r}) after the response head was sent")
         self._headers += (name, value)
+
+    def reset(self) -> None:
+        """Drop the status and headers set so far (before the head was sent)."""
+        if self.started:
+            raise ResponseStateError("reset() after the response head was sent")
+        self._headers = ()
+        self._status = _OK
 
     def cookie(
         self,
@@ -117,7 +150,18 @@ class Response:
             return False
         if isinstance(data, str):
             data = data.encode()
-        return self._proto.streamBody(self, data, None)
+        return self._proto.streamBody(self._head(None), data)
+
+    def _head(self, length: int | None) -> bytes:
+        """The head, once (b"" after): chunked when ``length`` is None."""
+        if self.started:
+            return b""
+        proto = self._proto
+        head: bytes = proto.conn.start_response(
+            self._request, self._status, self._headers, length, proto.server.defaultHeaders
+        )  # HeaderValueError: nothing sent, not started
+        self.started = True
+        return head
 
     def drained(self) -> defer.Deferred[None]:
         """Fires once the client has read enough that :meth:`write` accepts more."""
@@ -135,7 +179,7 @@ class Response:
         if not proto.connected:
             return False
         if self.started:
-            proto.endBody(self, body)
+            proto.endBody(body)
             return True
         server = proto.server
         conn = proto.conn
@@ -149,7 +193,7 @@ class Response:
             raise
         self.started = True
         proto.transport.write(data)
-        if conn.writing is not _IDLE or conn.held or proto._transportPaused:
+        if conn.writing is not _IDLE or conn.held or proto.transportPaused:
             proto.responseEnded()
         return True
 
@@ -174,9 +218,9 @@ class Response:
             if not self._has_content_type():
                 self.header(b"Content-Type", content_type or mimetypes.guess_type(path)[0] or
                             "application/octet-stream")  # fmt: skip
-            self._proto.streamBody(self, b"", size)  # the head; HeaderValueError: not sent
+            self._proto.streamBody(self._head(size), b"")
         except BaseException:
             f.close()
             raise
         self.ended = True
-        return self._proto.sendFile(self, f)
+        return self._proto.sendFile(f)

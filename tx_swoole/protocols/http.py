@@ -54,7 +54,7 @@ from tx_swoole.protocols._http11 import (
 )  # fmt: skip
 from tx_swoole.protocols._http11_head import status_line
 from tx_swoole.protocols._request import Headers, Request
-from tx_swoole.protocols._response import Response
+from tx_swoole.protocols._response import IResponseChannel, Response
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol, pending_bytes
 from tx_swoole.settings import Settings
 
@@ -66,11 +66,10 @@ DRAIN_IDLE_GRACE = 0.5  # seconds a just-answered connection may still send whil
 DRAIN_TICK = DRAIN_IDLE_GRACE / 2  # the drainer's period, and its clock's resolution then
 COARSE = 1.0  # resolution of the factory's cached clock (its sweep interval)
 FILE_CHUNK = 1 << 16  # bytes read from a file per write in sendfile()
-_500 = status_line(500)
 _new = object.__new__
 
 
-@implementer(IHalfCloseableProtocol, IPushProducer)
+@implementer(IHalfCloseableProtocol, IPushProducer, IResponseChannel)
 class HTTPProtocol(TrackedProtocol):
     """One HTTP/1.x connection: the core decides, this glue dispatches.
 
@@ -82,7 +81,7 @@ class HTTPProtocol(TrackedProtocol):
     """
 
     __slots__ = (
-        "conn", "_request", "_inHandle", "_later", "_readPaused", "_transportPaused",
+        "conn", "_request", "_inHandle", "_later", "_readPaused", "transportPaused",
         "_drainWaiters", "_file", "_registered",
     )  # fmt: skip
 
@@ -95,7 +94,7 @@ class HTTPProtocol(TrackedProtocol):
         self._inHandle = False
         self._later: list[Any] | None = None  # events that came while _handle was looping
         self._readPaused = False
-        self._transportPaused = False
+        self.transportPaused = False
         self._drainWaiters: list[defer.Deferred[None]] | None = None
         self._file: Any = None  # (response, file, Deferred) while sendfile() streams
 
@@ -235,58 +234,52 @@ class HTTPProtocol(TrackedProtocol):
             response.ended = True
             self.abort("error")
             return
-        response._headers = ()
-        response._status = _500
+        response.reset()
+        response.status(500)
         response.end(b"<h1>500 Internal Server Error</h1>")
 
     # -- writing (called by Response) ---------------------------------------------------------
 
-    def streamBody(self, response: Response, data: bytes, length: int | None) -> bool:
-        """Send the head if not yet sent, then ``data``; False once output is over the limit."""
-        conn = self.conn
-        if not response.started:
-            server = self.server
-            head = conn.start_response(
-                response._request, response._status, response._headers, length,
-                server.defaultHeaders,
-            )  # fmt: skip
-            response.started = True
+    def streamBody(self, head: bytes, data: bytes) -> bool:
+        """Send ``head`` (when the response starts) and ``data``; False once output is over
+        the limit."""
+        if head:
             self._send(head)
-        self._send(conn.data(data))
+        self._send(self.conn.data(data))
         return bool(self.connected) and not self._overLimit()
 
-    def endBody(self, response: Response, tail: bytes) -> None:
+    def endBody(self, tail: bytes) -> None:
         """End a streamed response with ``tail``."""
         conn = self.conn
         self._send(conn.data(tail))
         self._send(conn.end(self.server.now))
         self.responseEnded()
 
-    def sendFile(self, response: Response, f: IO[bytes]) -> defer.Deferred[None]:
+    def sendFile(self, f: IO[bytes]) -> defer.Deferred[None]:
         """Stream the open file ``f`` as the body (head already sent), as the client reads."""
         d: defer.Deferred[None] = defer.Deferred()
         if not self.connected:
             f.close()
             d.callback(None)
             return d
-        self._file = (response, f, d)
+        self._file = (f, d)
         self._sendFileChunks()
         return d
 
     def _sendFileChunks(self) -> None:
-        response, f, d = self._file
-        while not self._transportPaused and self.connected:
+        f, d = self._file
+        while not self.transportPaused and self.connected:
             chunk = f.read(FILE_CHUNK)
             if not chunk:
                 self._file = None
                 f.close()
-                self.endBody(response, b"")
+                self.endBody(b"")
                 d.callback(None)
                 return
             self._send(self.conn.data(chunk))
 
     def _overLimit(self) -> bool:
-        if self._transportPaused and pending_bytes(self.transport) > self.server.bufferOutputSize:
+        if self.transportPaused and pending_bytes(self.transport) > self.server.bufferOutputSize:
             if not self.conn.output_paused:
                 self.conn.pause_output()
                 self._updateReading()
@@ -321,12 +314,12 @@ class HTTPProtocol(TrackedProtocol):
     # -- flow control: the transport's producer, and our reading ------------------------------
     def pauseProducing(self) -> None:
         """The transport's buffer is full: stop sending files; check the output limit."""
-        self._transportPaused = True
+        self.transportPaused = True
         self._overLimit()
 
     def resumeProducing(self) -> None:
         """The transport sent everything: serve held requests and resume reading."""
-        self._transportPaused = False
+        self.transportPaused = False
         if self._file is not None:
             self._sendFileChunks()
         conn = self.conn
@@ -392,7 +385,7 @@ class HTTPProtocol(TrackedProtocol):
         if conn is not None:
             conn.stop()
         if self._file is not None:
-            response, f, d = self._file
+            f, d = self._file
             self._file = None
             f.close()
             d.errback(reason)
