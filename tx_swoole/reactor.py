@@ -21,12 +21,43 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import Any
+from typing import cast
 
 from twisted.internet import epollreactor
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
+    IReactorFromThreads,
+    IReactorProcess,
+    IReactorSocket,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.logger import Logger
 from twisted.python import log as legacy_log
+
+
+class IServerReactor(
+    IReactorCore,
+    IReactorTime,
+    IReactorFDSet,
+    IReactorTCP,
+    IReactorSocket,
+    IReactorProcess,
+    IReactorFromThreads,
+):
+    """What the server's processes use of their reactor.  A make-believe interface, like
+    ``twisted.internet._IReactorCommon``: every reactor Twisted installs on Linux provides
+    these parts (the protocols need only ``IReactorTime``)."""
+
+
+def default_reactor() -> IServerReactor:
+    """The installed reactor (installing Twisted's default if none is yet)."""
+    from twisted.internet import reactor
+
+    return cast(IServerReactor, reactor)
+
 
 _log = Logger("tx_swoole.reactor")
 
@@ -87,10 +118,8 @@ def install() -> SwooleReactor:
     return reactor
 
 
-def install_unless_chosen() -> Any:
+def install_unless_chosen() -> IServerReactor:
     """Install :class:`SwooleReactor` if no reactor is installed yet; return the reactor."""
     if "twisted.internet.reactor" not in sys.modules:
-        return install()
-    from twisted.internet import reactor
-
-    return reactor
+        return cast(IServerReactor, install())
+    return default_reactor()

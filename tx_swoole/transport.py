@@ -17,10 +17,13 @@ import ctypes
 import socket
 import struct
 from errno import EWOULDBLOCK
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import main, tcp
-from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.interfaces import IReactorSocket, IReactorTCP
+
+if TYPE_CHECKING:
+    from tx_swoole.reactor import IServerReactor
 from twisted.internet.protocol import ServerFactory
 
 _RETRY = (BlockingIOError, InterruptedError)
@@ -115,12 +118,12 @@ class WriteThroughPort(tcp.Port):
     transport = WriteThroughServer
 
 
-def _reactor(reactor: Any) -> Any:
+def _reactor(reactor: IReactorTCP | IReactorSocket | None) -> IServerReactor:
     if reactor is None:
-        from twisted.internet import reactor as default
+        from tx_swoole.reactor import default_reactor
 
-        return default
-    return reactor
+        return default_reactor()
+    return cast("IServerReactor", reactor)
 
 
 def listen_tcp(
@@ -142,7 +145,7 @@ def adopt_stream_port(
     factory: ServerFactory,
     family: int = socket.AF_INET,
     *,
-    reactor: Any = None,
+    reactor: IReactorSocket | None = None,
 ) -> WriteThroughPort:
     """Like ``reactor.adoptStreamPort``: serve an already listening socket ``fd``.
 

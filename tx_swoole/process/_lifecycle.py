@@ -13,7 +13,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.interfaces import IReactorFromThreads
+
 from tx_swoole._log import SwooleLogger
+from tx_swoole.reactor import IServerReactor
 
 log = SwooleLogger("tx_swoole.process")
 BOOT_ERROR_EXIT = 3  # like gunicorn's WORKER_BOOT_ERROR: the app cannot start
@@ -42,7 +45,7 @@ def exit_after_shutdown(code: int) -> None:
     atexit.register(_exit)
 
 
-def install_signals(reactor: Any, handlers: dict[int, Callable[[], Any]]) -> None:
+def install_signals(reactor: IReactorFromThreads, handlers: dict[int, Callable[[], Any]]) -> None:
     """Route signals to ``handlers`` (run in the reactor thread); ignore SIGPIPE.
 
     TERM and INT stop the reactor gracefully and the process exits 0, instead of twistd's
@@ -53,14 +56,16 @@ def install_signals(reactor: Any, handlers: dict[int, Callable[[], Any]]) -> Non
         signal.signal(sig, _deliver(reactor, handler))
 
 
-def _deliver(reactor: Any, handler: Callable[[], Any]) -> Callable[[int, Any], None]:
+def _deliver(
+    reactor: IReactorFromThreads, handler: Callable[[], Any]
+) -> Callable[[int, Any], None]:
     def on_signal(_sig: int, _frame: Any) -> None:
         reactor.callFromThread(handler)
 
     return on_signal
 
 
-def shutdown_handlers(reactor: Any) -> dict[int, Callable[[], Any]]:
+def shutdown_handlers(reactor: IServerReactor) -> dict[int, Callable[[], Any]]:
     """TERM and INT: graceful shutdown through ``reactor.stop`` (services drain first)."""
 
     def stop() -> None:

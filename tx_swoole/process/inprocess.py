@@ -23,6 +23,7 @@ from tx_swoole.process._lifecycle import (
     write_status,
 )
 from tx_swoole.process.worker import AppService
+from tx_swoole.reactor import IServerReactor, default_reactor
 
 log = SwooleLogger("tx_swoole.inprocess")
 STATUS_EVERY = 1.0  # seconds between status file writes
@@ -32,11 +33,14 @@ class InProcessServer(MultiService):
     """``worker_num = 0``: the app served by the twistd process itself."""
 
     def __init__(
-        self, config: ServerConfig, reactor: Any = None, pidfile: str | None = None
+        self,
+        config: ServerConfig,
+        reactor: IServerReactor | None = None,
+        pidfile: str | None = None,
     ) -> None:
         super().__init__()
         if reactor is None:
-            from twisted.internet import reactor
+            reactor = default_reactor()
         self.reactor = reactor
         self.app = AppService(config, reactor=reactor)
         self.app.setServiceParent(self)

@@ -27,11 +27,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
@@ -41,6 +43,7 @@ from tx_swoole.config import ServerConfig
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT, write_status
 from tx_swoole.process.worker import CONTROL_OUT_FD, LISTEN_FD
+from tx_swoole.reactor import IServerReactor, default_reactor
 from tx_swoole.transport import refuse_new_connections
 
 log = SwooleLogger("tx_swoole.master")
@@ -118,14 +121,14 @@ class MasterService(Service):
         config: ServerConfig,
         *,
         pidfile: str | None = None,
-        reactor: Any = None,
-        spawn: Any = None,
+        reactor: IServerReactor | None = None,
+        spawn: Callable[..., IProcessTransport] | None = None,
         sockets: list[socket.socket] | None = None,
         executable: str = sys.executable,
         reactor_name: str | None = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor
+            reactor = default_reactor()
         self.config = config
         self.settings = config.settings
         self.reactor = reactor
@@ -184,7 +187,13 @@ class MasterService(Service):
             self.reactorName or "",
         ]  # fmt: skip
         listen = self.sockets[wid % len(self.sockets)].fileno()
-        child_fds = {0: "w", 1: "r", 2: "r", LISTEN_FD: listen, CONTROL_OUT_FD: "r"}
+        child_fds: dict[int, int | str] = {
+            0: "w",
+            1: "r",
+            2: "r",
+            LISTEN_FD: listen,
+            CONTROL_OUT_FD: "r",
+        }
         worker.process = self.spawn(
             WorkerProcess(self, worker), self.executable, args, env=os.environ,
             childFDs=child_fds,

@@ -19,10 +19,11 @@ import random
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
@@ -31,7 +32,7 @@ from tx_swoole.config import ServerConfig, parse_config, resolve
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
-from tx_swoole.reactor import install_unless_chosen
+from tx_swoole.reactor import IServerReactor, default_reactor, install_unless_chosen
 from tx_swoole.transport import adopt_stream_port, listen_tcp, refuse_new_connections
 
 log = SwooleLogger("tx_swoole.worker")
@@ -39,7 +40,9 @@ EXIT_POLL = 0.1  # seconds between worker_exit calls while draining
 ABORT_WAIT = 1.0  # seconds aborted connections get to report connectionClosed
 
 
-def make_factory(config: ServerConfig, app: Any, *, reactor: Any = None) -> ConnectionTable:
+def make_factory(
+    config: ServerConfig, app: Any, *, reactor: IReactorTime | None = None
+) -> ConnectionTable:
     """The server factory for ``config.type`` serving ``app``."""
     if config.type == "tcp":
         if not (isinstance(app, type) and issubclass(app, TrackedProtocol)):
@@ -83,10 +86,10 @@ class AppService(Service):
         *,
         worker_id: int = 0,
         listen_fd: int | None = None,
-        reactor: Any = None,
+        reactor: IServerReactor | None = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor
+            reactor = default_reactor()
         self.config = config
         self.settings = config.settings
         self.workerId = worker_id
@@ -263,7 +266,9 @@ class ControlChannel(Protocol):
 class WorkerRuntime:
     """Runs an :class:`AppService` in a worker process and talks to the master."""
 
-    def __init__(self, config: ServerConfig, worker_id: int, generation: int, reactor: Any) -> None:
+    def __init__(
+        self, config: ServerConfig, worker_id: int, generation: int, reactor: IServerReactor
+    ) -> None:
         self.reactor = reactor
         self.generation = generation
         self.service = AppService(
@@ -375,13 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     if reactor_name:  # the master's twistd --reactor choice
         from twisted.application.reactors import installReactor
 
-        reactor: Any = installReactor(reactor_name)
+        reactor = cast(IServerReactor, installReactor(reactor_name))
     else:
         reactor = install_unless_chosen()
     runtime = WorkerRuntime(config, worker_id, generation, reactor)
     reactor.callWhenRunning(runtime.start)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(runtime.drain, True))
-    reactor.run(installSignalHandlers=False)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # every posix reactor's
     return runtime.exitCode
 
 

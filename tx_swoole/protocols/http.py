@@ -34,7 +34,7 @@ from email.utils import formatdate
 from typing import IO, Any
 
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -84,6 +84,8 @@ class HTTPProtocol(TrackedProtocol):
         "conn", "_request", "_inHandle", "_later", "_readPaused", "transportPaused",
         "_drainWaiters", "_file", "_registered",
     )  # fmt: skip
+    server: HTTPFactory  # (annotations only: the slots are TrackedProtocol's)
+    factory: HTTPFactory
 
     def __init__(self) -> None:
         self._registered = 0.0
@@ -440,7 +442,7 @@ class HTTPFactory(ConnectionTable):
         handler: Callable[[Request, Response], Any],
         settings: Settings | dict[str, Any] | None = None,
         *,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         server_name: bytes = SERVER_NAME,
     ) -> None:
         super().__init__(HTTPProtocol, settings, reactor=reactor)

@@ -34,9 +34,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
+    IConsumer,
     IHalfCloseableProtocol,
     ILoggingContext,
     IProtocol,
+    IPushProducer,
+    IReactorTime,
+    ISystemHandle,
+    ITCPTransport,
+    ITransport,
 )
 from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
@@ -89,6 +95,12 @@ def socket_options(settings: Settings) -> list[tuple[int, int, int]]:
             (socket.SOL_SOCKET, socket.SO_RCVBUF, settings.socket_buffer_size),
         ]
     return opts
+
+
+class IServerTransport(ITCPTransport, ISystemHandle, IConsumer, IPushProducer):
+    """What a server connection's transport provides: Twisted's TCP server transport (and
+    its TLS and Unix-socket peers) provide these parts.  A make-believe interface, like
+    ``twisted.internet._IReactorCommon``."""
 
 
 def pending_bytes(transport: Any) -> int:
@@ -145,9 +157,9 @@ class TrackedProtocol:
 
     def __init__(self) -> None:
         self.connId = 0
-        self.server: Any = None
-        self.factory: Any = None
-        self.transport: Any = None
+        self.server: ConnectionTable = None  # type: ignore[assignment]  # set by its table
+        self.factory: ConnectionTable = None  # type: ignore[assignment]
+        self.transport: IServerTransport = None  # type: ignore[assignment]  # makeConnection
         self.connected = 0
         self.connectTime = 0.0
         self.lastRecvTime = 0.0
@@ -155,11 +167,11 @@ class TrackedProtocol:
         self.bytesOut = 0
         self._closeReason: str | None = None
 
-    def makeConnection(self, transport: Any) -> None:
+    def makeConnection(self, transport: ITransport) -> None:
         self.server = self.factory
         self.server.register(self, transport)
         self.connected = 1
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # what TCP servers provide
         self.connectionMade()
 
     def connectionMade(self) -> None:
@@ -209,7 +221,8 @@ class TrackedProtocol:
 
     def _reset(self) -> None:
         try:
-            self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            sock: socket.socket = self.transport.getHandle()  # type: ignore[assignment]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
         except (OSError, AttributeError):
             pass
         self.transport.abortConnection()
@@ -406,7 +419,7 @@ class ConnectionTable(ServerFactory):
     """
 
     noisy = False
-    protocol: ClassVar[type[TrackedProtocol]] = TCPProtocol  # type: ignore[misc]
+    protocol: ClassVar[type[TrackedProtocol]] = TCPProtocol  # type: ignore[misc,assignment]
     sweepEvery: ClassVar[float] = 0.0  # a subclass's own periodic need (HTTP timeouts)
 
     def __init__(
@@ -414,10 +427,12 @@ class ConnectionTable(ServerFactory):
         protocol: type[TrackedProtocol] | None = None,
         settings: Settings | dict[str, Any] | None = None,
         *,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor
+            from tx_swoole.reactor import default_reactor
+
+            reactor = default_reactor()
         if protocol is not None:
             self.protocol = protocol  # type: ignore[misc]
         if not isinstance(settings, Settings):
