@@ -56,7 +56,7 @@ _FRAMING_SLACK = 64  # bytes: the last-chunk line and the CRLFs around a trailer
 _SAMPLE = 40  # bytes of peer data quoted in error messages, at most
 # Header names that need a look when the head completes, by length -> first letter, lower
 # case: Content-Length, Expect, Upgrade, Connection, Transfer-Encoding.  A match only
-# triggers the exact check.
+# triggers the exact check; Connection (llhttp reads it) only makes the version looked up.
 _SPECIAL = {14: ord("c"), 6: ord("e"), 7: ord("u"), 10: ord("c"), 17: ord("t")}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -149,7 +149,7 @@ class RequestParser:
     __slots__ = (
         "_parser", "_header_max", "_body_max", "_fast_max", "_buffer_body", "_request_class",
         "_events", "_request", "_url", "_headers", "_head_size", "_head_pending",
-        "_counting", "_special", "_body", "_body_size", "_chunked", "_framing", "_framing_run",
+        "_counting", "_special", "_rare", "_body", "_body_size", "_chunked", "_framing", "_framing_run",
         "_body_in_read", "_trailer_size", "_held_bytes", "reading", "error",
     )  # fmt: skip
 
@@ -169,7 +169,7 @@ class RequestParser:
         self._url: bytes | None = None  # the URL of a head in progress, else None
         self._headers: list[tuple[bytes, bytes]] = _NOTHING  # a list of its own per request
         self._head_size = self._head_pending = 0
-        self._counting = self._special = self._chunked = False
+        self._counting = self._special = self._rare = self._chunked = False
         self._body: list[bytes] = _NOTHING  # a list of its own once a body arrives
         self._body_size = self._framing = self._framing_run = self._body_in_read = 0
         self._trailer_size = 0
@@ -281,7 +281,9 @@ class RequestParser:
         if self._counting:
             self._grow_head(len(name) + len(value) + 4)
         if _SPECIAL.get(len(name)) == name[0] | 32:  # see _SPECIAL
-            self._special = True
+            self._special = True  # the version matters (Connection) or a rarer header came:
+            if len(name) != 10:  # not Connection (the one special name of 10 bytes)
+                self._rare = True
 
     def _trailer(self, name: bytes, value: bytes) -> None:
         self._trailer_size += len(name) + len(value) + 4
@@ -302,7 +304,8 @@ class RequestParser:
         method = parser.get_method()
         url = self._url
         self._url = None
-        if parser.should_keep_alive() and not self._special:
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not self._special:
             # Only HTTP/1.1 keeps alive without a Connection header (llhttp accepts 0.9, 1.0,
             # 1.1 and 2.0; the others need "Connection: keep-alive"): no need to ask llhttp,
             # whose get_http_version() formats a string on every call.
@@ -320,9 +323,10 @@ class RequestParser:
             version = parser.get_http_version()
             if version != "1.1" and version != "1.0":
                 self._fail(HTTPVersionError(f"HTTP/{version} is not supported (1.0 and 1.1 are)"))
-            request = self._request = self._request_class(method, url, self._headers)  # type: ignore[arg-type]
+            request = self._request = _new(self._request_class)
+            request.__init__(method, url, self._headers)  # type: ignore[misc]
             request.version = version
-            request.keep_alive = parser.should_keep_alive()
+            request.keep_alive = keep_alive
         self.reading = BODY
         if self._counting:
             self._head_pending = 0
@@ -331,7 +335,7 @@ class RequestParser:
             self._fail(MalformedRequestError("CONNECT (tunnelling) is not supported"))
         if self._special:
             self._special = False
-            if self._check_special(request):
+            if self._rare and self._check_special(request):
                 self._events.append(request)  # the head, then 100 Continue in its turn
                 self._events.append(Send(_CONTINUE))
                 return
@@ -339,6 +343,7 @@ class RequestParser:
 
     def _check_special(self, request: ParsedRequest) -> bool:
         """Checks the rarer headers; True when the client waits for 100 Continue."""
+        self._rare = False
         declared: int | None = None
         expect = upgrade = False
         for name, value in request.raw_headers:
