@@ -44,6 +44,7 @@ setup(
             "hypothesis>=6.100",
             "coverage>=7.10",  # [run] patch = subprocess: twistd processes measured
             "twisted[tls]",  # the Redis TLS test (pyOpenSSL, service_identity)
+            "websockets>=17.1",  # a real, independent WebSocket client for the server tests
         ],
         "dev": [
             "ruff>=0.6",

@@ -19,9 +19,9 @@ from typing import Any
 from tx_swoole.errors import AppImportError, ConfigError
 from tx_swoole.settings import Settings, closest, make_settings
 
-SERVER_TYPES = ("http", "tcp")
+SERVER_TYPES = ("http", "tcp", "websocket")
 EVENTS = ("worker_start", "worker_stop", "worker_exit")
-_SERVER_KEYS = ("type", "host", "port", "app")
+_SERVER_KEYS = ("type", "host", "port", "app", "http_app")
 _SECTIONS = ("server", "settings", "events")
 
 
@@ -34,6 +34,7 @@ class ServerConfig:
     port: int
     app: str
     settings: Settings
+    http_app: str = ""  # websocket servers: the plain-HTTP handler, or none
     events: Mapping[str, str] = field(default_factory=dict)
     base_dir: str = "."
     path: str = ""
@@ -43,7 +44,13 @@ class ServerConfig:
         from dataclasses import asdict
 
         return {
-            "server": {"type": self.type, "host": self.host, "port": self.port, "app": self.app},
+            "server": {
+                "type": self.type,
+                "host": self.host,
+                "port": self.port,
+                "app": self.app,
+                **({"http_app": self.http_app} if self.http_app else {}),
+            },  # fmt: skip
             "settings": {k: v for k, v in asdict(self.settings).items() if v is not None},
             "events": dict(self.events),
             "base_dir": self.base_dir,
@@ -67,7 +74,7 @@ def _server(table: Mapping[str, Any]) -> dict[str, Any]:
             raise _unknown("key [server]", key, _SERVER_KEYS)
     kind = table.get("type", "http")
     if kind not in SERVER_TYPES:
-        raise ConfigError(f"[server] type = {kind!r}: allowed values are http, tcp")
+        raise ConfigError(f"[server] type = {kind!r}: allowed values are {', '.join(SERVER_TYPES)}")
     host = table.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
         raise ConfigError(f"[server] host = {host!r}: expected a host name or address")
@@ -76,12 +83,18 @@ def _server(table: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"[server] port = {port!r}: allowed range is 0 to 65535")
     if "app" not in table:
         raise ConfigError("[server] app is missing: expected a 'module:attribute' string")
-    return {
+    server = {
         "type": kind,
         "host": host,
         "port": port,
         "app": _check_ref("[server] app", table["app"]),
     }
+    if "http_app" in table:
+        if kind != "websocket":
+            raise ConfigError(f"[server] http_app is for type = 'websocket', not {kind!r}: "
+                              "the app itself answers HTTP")  # fmt: skip
+        server["http_app"] = _check_ref("[server] http_app", table["http_app"])
+    return server
 
 
 def _events(table: Mapping[str, Any]) -> dict[str, str]:

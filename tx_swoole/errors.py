@@ -121,6 +121,15 @@ class ResponseStateError(SwooleError, RuntimeError):
     """
 
 
+class WebSocketHandshakeError(SwooleError):
+    """Raised by a WebSocket protocol's ``handshake`` hook to refuse the handshake: the
+    client gets ``status`` (default 403) and the message as the body."""
+
+    def __init__(self, message: str = "handshake refused", status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class RedisError(SwooleError):
     """Base of every Redis client error (:mod:`tx_swoole.clients.redis`)."""
 

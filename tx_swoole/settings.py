@@ -70,6 +70,8 @@ class Settings:
     http_send_timeout: float = field(default=60.0, metadata=_meta(0, 86400))
     # TCP_NODELAY on accepted sockets (Swoole's default: on), so small writes go out at once.
     open_tcp_nodelay: bool = True
+    # WebSocket: accept permessage-deflate offers (RFC 7692); off by default, as in Swoole.
+    websocket_compression: bool = False
     # Connections and buffers.  Swoole: 8 MiB output buffer per connection.
     buffer_output_size: int = field(default=8 * 1024 * 1024, metadata=_meta(1024, 2**40))
     max_conn: int = field(default=10000, metadata=_meta(1, 1_000_000))
@@ -103,7 +105,7 @@ NOT_SUPPORTED = frozenset({
     "ssl_verify_peer", "ssl_client_cert_file", "ssl_allow_self_signed", "ssl_verify_depth",
     "open_http2_protocol", "open_websocket_protocol", "enable_static_handler", "document_root",
     "static_handler_locations", "http_compression", "http_compression_level",
-    "http_gzip_level", "upload_tmp_dir", "upload_max_filesize", "websocket_compression",
+    "http_gzip_level", "upload_tmp_dir", "upload_max_filesize",
     "open_mqtt_protocol", "open_redis_protocol", "reactor_num", "dispatch_mode",
     "dispatch_func", "daemonize", "log_file", "log_rotation", "pid_file", "user", "group",
     "chroot", "open_cpu_affinity", "cpu_affinity_ignore", "enable_coroutine", "max_coroutine",

@@ -41,9 +41,10 @@ ABORT_WAIT = 1.0  # seconds aborted connections get to report connectionClosed
 
 
 def make_factory(
-    config: ServerConfig, app: Any, *, reactor: IReactorTime | None = None
+    config: ServerConfig, app: Any, *, reactor: IReactorTime | None = None, http_app: Any = None
 ) -> ConnectionTable:
-    """The server factory for ``config.type`` serving ``app``."""
+    """The server factory for ``config.type`` serving ``app`` (and, for a websocket server,
+    ``http_app`` for plain HTTP requests)."""
     if config.type == "tcp":
         if not (isinstance(app, type) and issubclass(app, TrackedProtocol)):
             raise TypeError(
@@ -51,6 +52,18 @@ def make_factory(
                 "tx_swoole.protocols.tcp.TCPProtocol for type = 'tcp'"
             )
         return ConnectionTable(app, config.settings, reactor=reactor)
+    if config.type == "websocket":
+        from tx_swoole.protocols.websocket import WebSocketFactory, WebSocketProtocol
+
+        if not (isinstance(app, type) and issubclass(app, WebSocketProtocol)):
+            raise TypeError(
+                f"[server] app = {config.app!r} must be a subclass of "
+                "tx_swoole.protocols.websocket.WebSocketProtocol for type = 'websocket'"
+            )
+        if http_app is not None and not callable(http_app):
+            raise TypeError(f"[server] http_app = {config.http_app!r} must be "
+                            "callable(request, response)")  # fmt: skip
+        return WebSocketFactory(app, config.settings, http_app, reactor=reactor)
     from tx_swoole.protocols.http import HTTPFactory
 
     if not callable(app):
@@ -116,7 +129,8 @@ class AppService(Service):
         base = self.config.base_dir
         self._hooks = {name: resolve(ref, base) for name, ref in self.config.events.items()}
         app = resolve(self.config.app, base)
-        self.factory = make_factory(self.config, app, reactor=self.reactor)
+        http_app = resolve(self.config.http_app, base) if self.config.http_app else None
+        self.factory = make_factory(self.config, app, reactor=self.reactor, http_app=http_app)
         if self._listenFd is None:
             self.port = listen_tcp(
                 self.config.port, self.factory, self.settings.backlog, self.config.host,
@@ -173,6 +187,7 @@ class AppService(Service):
             deadline = self.reactor.seconds() + self.settings.max_wait_time
             while True:  # at least once, as Swoole calls onWorkerExit on every loop while exiting
                 await self._callHook("worker_exit")
+                factory.goAway(final)  # then long connections are asked to go (WebSocket: 1001)
                 if empty.called or self.reactor.seconds() >= deadline:
                     break
                 await task.deferLater(self.reactor, EXIT_POLL, lambda: None)

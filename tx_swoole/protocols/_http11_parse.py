@@ -149,8 +149,9 @@ class RequestParser:
     __slots__ = (
         "_parser", "_header_max", "_body_max", "_fast_max", "_buffer_body", "_request_class",
         "_events", "_request", "_url", "_headers", "_head_size", "_head_pending",
-        "_counting", "_special", "_rare", "_body", "_body_size", "_chunked", "_framing", "_framing_run",
-        "_body_in_read", "_trailer_size", "_held_bytes", "reading", "error",
+        "_counting", "_special", "_rare", "_body", "_body_size", "_chunked", "_framing",
+        "_framing_run", "_body_in_read", "_trailer_size", "_held_bytes", "reading", "error",
+        "upgrade_data",
     )  # fmt: skip
 
     writing: State  # our side's state, kept by the connection
@@ -178,6 +179,8 @@ class RequestParser:
         self.reading = IDLE
         #: The reason the connection was refused, once it was.
         self.error: HTTPRequestError | None = None
+        #: The bytes that followed an upgrade request in its read (the new protocol's).
+        self.upgrade_data = b""
 
     def _feed_failed(self, e: Exception, data: bytes) -> None:
         if isinstance(e, httptools.HttpParserUpgrade):
@@ -185,7 +188,9 @@ class RequestParser:
             if request is not None and request.raw_method == b"CONNECT":
                 del self._events[self._events.index(request) :]  # the head and its END
                 self._refuse(MalformedRequestError("CONNECT (tunnelling) is not supported"))
-            self.reading = CLOSED  # what follows an upgrade request is not HTTP: dropped
+            else:
+                self.upgrade_data = data[e.args[0] :] if e.args else b""
+            self.reading = CLOSED  # what follows an upgrade request is not HTTP
         elif isinstance(e, httptools.HttpParserError):
             self._parse_failed(e, data)
         else:

@@ -179,6 +179,25 @@ class HTTPProtocol(TrackedProtocol):
         if data:
             self.transport.write(data)
 
+    def switchProtocol(self, response: Response, head: bytes, protocol: TrackedProtocol) -> None:
+        """Answer ``response``'s request (an upgrade) with ``head`` and hand the connection
+        to ``protocol``: same transport, same id in the table; the bytes that followed the
+        request go to it.  This protocol then does nothing more."""
+        response.started = response.ended = True
+        self._send(head)
+        self.conn.bytes_out += len(head)
+        transport = self.transport
+        transport.unregisterProducer()
+        self.server.replace(self, protocol)
+        self.connected = 0
+        self._closeReason = "server"
+        transport.protocol = protocol  # type: ignore[attr-defined]
+        protocol.transport = transport
+        protocol.connected = 1
+        protocol.connectionMade()
+        if self.conn.upgrade_data and protocol.connected:
+            protocol.dataReceived(self.conn.upgrade_data)
+
     def byteCounts(self) -> tuple[int, int]:
         """Bytes received and bytes of responses sent (the core counts them)."""
         conn = self.conn

@@ -278,7 +278,7 @@ class TCPProtocol(TrackedProtocol):
         super().__init__()
         self._framer: Any = None
         self._busy = False  # an async hook of this connection is running
-        self._waiting: deque[bytes] | None = None  # messages behind it
+        self._waiting: deque[Any] | None = None  # messages behind it
         self._readPaused = False
         self._peerDone = False
 
@@ -304,6 +304,10 @@ class TCPProtocol(TrackedProtocol):
                 )  # fmt: skip
                 self.close(reason="limit")
                 return
+        self._handOver(messages)
+
+    def _handOver(self, messages: list[Any]) -> None:
+        """Deliver ``messages`` in order, waiting behind an async hook still running."""
         if self._busy:
             self._wait(messages)
             return
@@ -315,7 +319,7 @@ class TCPProtocol(TrackedProtocol):
                 self._wait(messages[i + 1 :])
                 return
 
-    def _deliver(self, message: bytes) -> None:
+    def _deliver(self, message: Any) -> None:
         server = self.server
         server.requestCount += 1
         if server.maxRequestReached is not None:
@@ -326,8 +330,7 @@ class TCPProtocol(TrackedProtocol):
         try:
             result = hook(*args)
         except Exception:
-            log.failure("{hook} of connection {connId} failed", hook=name, connId=self.connId)
-            self.abort("error")
+            self._hookFailed(Failure(), name)
             return
         if result is None:
             return
@@ -349,7 +352,7 @@ class TCPProtocol(TrackedProtocol):
         self._waiting = None
         self.abort("error")
 
-    def _wait(self, messages: list[bytes]) -> None:
+    def _wait(self, messages: list[Any]) -> None:
         if not messages:
             return
         if self._waiting is None:
@@ -503,6 +506,15 @@ class ConnectionTable(ServerFactory):
         if self._sockopts:
             self._applySocketOptions(transport)
 
+    def replace(self, old: TrackedProtocol, new: TrackedProtocol) -> None:
+        """``new`` takes over ``old``'s connection (a protocol upgrade): its id, times and
+        byte counts, its place in the table."""
+        new.factory = new.server = self
+        new.connId = old.connId
+        new.connectTime, new.lastRecvTime = old.connectTime, old.lastRecvTime
+        new.bytesIn, new.bytesOut = old.byteCounts()
+        self.connections[old.connId] = new
+
     def unregister(self, proto: TrackedProtocol) -> None:
         """Remove ``proto`` from the table; fires :meth:`whenEmpty` waiters when it empties."""
         self.connections.pop(proto.connId, None)
@@ -599,6 +611,10 @@ class ConnectionTable(ServerFactory):
         self.draining = True
         for p in list(self.connections.values()):
             p.drainRequested()
+
+    def goAway(self, final: bool = False) -> None:
+        """The worker drains and ``worker_exit`` had its chance: ask long connections that
+        have a way to say it to go (WebSocket: close 1001).  Plain TCP: nothing."""
 
     def closeAll(self, reason: str, reset: bool = True) -> None:
         """Close every connection with ``reason`` (RST unless ``reset`` is False)."""

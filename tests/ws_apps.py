@@ -1,0 +1,58 @@
+"""WebSocket apps the tests serve with ``twistd swoole``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, task
+
+from tx_swoole.errors import WebSocketHandshakeError
+from tx_swoole.protocols.http import Request, Response
+from tx_swoole.protocols.websocket import WebSocketProtocol
+
+
+class Echo(WebSocketProtocol):
+    """Echoes messages; a few text commands act on the server."""
+
+    def handshake(self, request: Request) -> str | None:
+        if request.headers.get("origin") == "http://evil.example":
+            raise WebSocketHandshakeError("origin http://evil.example is not allowed", 403)
+        offered = [
+            p.strip() for p in (request.headers.get("sec-websocket-protocol") or "").split(",")
+        ]
+        return "chat" if "chat" in offered else None
+
+    def connectionOpened(self, request: Request) -> None:
+        self.send(f"welcome #{self.connId} to {request.path}")
+
+    def messageReceived(self, message: str | bytes) -> Any:
+        if message == "close":
+            self.disconnect(4000, "bye")
+        elif isinstance(message, str) and message.startswith("broadcast:"):
+            self.send(f"sent to {self.server.broadcast(message[10:])}")
+        elif message == "slow":  # an async hook: the next message waits for it
+            return task.deferLater(self.server.reactor, 0.2, self.send, "slow done")
+        elif message == "fail":
+            raise RuntimeError("asked to fail")
+        elif message == "ids":
+            ids = self.server.listConnections()
+            self.send(" ".join(str(i) for i in ids if self.server.isEstablished(i)))
+        else:
+            self.send(message)
+        return None
+
+
+class AsyncEcho(WebSocketProtocol):
+    async def handshake(self, request: Request) -> None:
+        await task.deferLater(self.factory.reactor, 0.01, lambda: None)
+        if request.path == "/refuse":
+            raise WebSocketHandshakeError("refused later", 401)
+
+    async def messageReceived(self, message: str | bytes) -> None:
+        await defer.succeed(None)
+        self.send(message)
+
+
+def http(request: Request, response: Response) -> None:
+    response.header("Content-Type", "text/plain")
+    response.end(f"plain http {request.path}")

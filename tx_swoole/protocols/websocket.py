@@ -1,0 +1,427 @@
+"""WebSocket server: Swoole's ``WebSocket\\Server`` as Twisted glue over a sans-IO core.
+
+``WebSocketFactory(MyProtocol, settings, http_handler=None)`` is an HTTP server
+(:class:`~tx_swoole.protocols.http.HTTPFactory`) that upgrades WebSocket handshakes to a new
+``MyProtocol`` (a :class:`WebSocketProtocol` subclass) on the same connection, with the same
+id in the connection table; other requests go to ``http_handler`` (without one: ``426``).
+The frames are the business of :class:`~tx_swoole.protocols._websocket.WebSocketConnection`.
+
+Hooks of :class:`WebSocketProtocol`, plain or ``async def`` (messages are handed over in
+order, as for TCP): ``handshake(request)`` (refuse with
+:class:`~tx_swoole.errors.WebSocketHandshakeError`, or return the subprotocol chosen),
+``connectionOpened(request)``, ``messageReceived(message)`` (``str`` for text, ``bytes`` for
+binary), ``pingReceived(payload)``, ``pongReceived(payload)``,
+``connectionClosed(code, reason)``.  ``send(message)`` and ``disconnect(code, reason)`` act on
+this connection; the factory's ``push``, ``disconnect``, ``isEstablished`` and ``broadcast``
+act by connection id.
+
+Resource handling: a message over ``package_max_length`` (after inflation) is refused with
+close 1009 before it is buffered; what a slow reader has unsent is bounded by
+``buffer_output_size`` (``send`` and ``push`` return False past it); a close we begin is
+answered within :data:`CLOSE_TIMEOUT` seconds or the connection is aborted.  Error handling:
+a peer's protocol error closes with its code (1002, 1007, 1009) and a reason; a failing hook
+is logged and closes with 1011.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from tx_swoole._log import SwooleLogger
+from tx_swoole.errors import WebSocketHandshakeError
+from tx_swoole.protocols._http11_head import status_line
+from tx_swoole.protocols._websocket import (
+    CLOSED,
+    GOING_AWAY,
+    INTERNAL,
+    NORMAL,
+    OPEN,
+    Closed,
+    PerMessageDeflate,
+    Ping,
+    Pong,
+    Send,
+    WebSocketConnection,
+    accept_key,
+    frame,
+)
+from tx_swoole.protocols.http import HTTPFactory, HTTPProtocol, Request, Response
+from tx_swoole.protocols.tcp import CONNECTION_DONE, TCPProtocol
+from tx_swoole.settings import Settings
+
+__all__ = ["CLOSE_TIMEOUT", "WebSocketFactory", "WebSocketProtocol", "is_websocket_request"]
+log = SwooleLogger("tx_swoole.websocket")
+CLOSE_TIMEOUT = 5.0  # seconds the peer has to answer a close we sent
+_101 = status_line(101)
+
+
+def is_websocket_request(request: Request) -> bool:
+    """True for a request asking to upgrade to WebSocket."""
+    headers = request.headers
+    upgrade = (headers.get("upgrade") or "").lower()
+    tokens = {t.strip().lower() for t in (headers.get("connection") or "").split(",")}
+    return upgrade == "websocket" and "upgrade" in tokens
+
+
+class WebSocketProtocol(TCPProtocol):
+    """One WebSocket connection; subclass it and override the hooks (module docstring)."""
+
+    __slots__ = ("ws", "request", "closeCode", "closeText", "_closeCall", "_replyUnsent")
+    server: WebSocketFactory
+    factory: WebSocketFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: The sans-IO core, once the handshake is accepted.
+        self.ws: WebSocketConnection = None  # type: ignore[assignment]
+        #: The handshake request (headers, path, cookies, remote address).
+        self.request: Request = None  # type: ignore[assignment]
+        self.closeCode = 1006  # what connectionClosed gets
+        self.closeText = ""
+        self._closeCall: IDelayedCall | None = None
+        self._replyUnsent = False  # the peer's close is parsed, our reply not yet written
+
+    # -- hooks --------------------------------------------------------------------------------
+    def handshake(self, request: Request) -> str | None | Any:
+        """Override: check the handshake (``Origin``, a token...).  Raise
+        :class:`~tx_swoole.errors.WebSocketHandshakeError` to refuse it with a status; return
+        the subprotocol chosen from ``Sec-WebSocket-Protocol``, or None.  May be async."""
+        return None
+
+    def connectionOpened(self, request: Request) -> Any:  # type: ignore[override]
+        """Override: the handshake is done; ``self.connId`` is set."""
+
+    def messageReceived(self, message: str | bytes) -> Any:
+        """Override: a whole message (``str`` for text, ``bytes`` for binary)."""
+
+    def pingReceived(self, payload: bytes) -> None:
+        """Override: a ping arrived (the pong is already sent)."""
+
+    def pongReceived(self, payload: bytes) -> None:
+        """Override: a pong arrived."""
+
+    def connectionClosed(self, code: int, reason: str) -> None:  # type: ignore[override]
+        """Override: the connection is gone; ``code``/``reason`` from the close handshake
+        (1006 when it ended without one)."""
+
+    # -- the connection -----------------------------------------------------------------------
+    def accept(self, request: Request, deflate: PerMessageDeflate | None) -> None:
+        """Start speaking WebSocket (the factory calls it once the 101 is sent)."""
+        self.request = request
+        self.ws = WebSocketConnection(max_message=self.server.settings.package_max_length,
+                                      deflate=deflate)  # fmt: skip
+
+    def connectionMade(self) -> None:
+        self._runHook(self.connectionOpened, "connectionOpened", self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.lastRecvTime = self.server.seconds()
+        self.bytesIn += len(data)
+        messages: list[Any] = []
+        for event in self.ws.receive(data):
+            cls = event.__class__
+            if cls is str or cls is bytes:
+                messages.append(event)
+                continue
+            if messages:  # in order: what came before a control frame is handled first
+                self._replyUnsent = self.ws.state is CLOSED
+                self._handOver(messages)
+                self._replyUnsent = False
+                messages = []
+            if cls is Send:
+                self._write(event.data)
+            elif cls is Ping:
+                self._safely(self.pingReceived, event.payload)
+            elif cls is Pong:
+                self._safely(self.pongReceived, event.payload)
+            elif cls is Closed:
+                self._closed(event)
+        if messages and self._closeReason is None:
+            self._handOver(messages)
+
+    def _safely(self, hook: Callable[[bytes], Any], payload: bytes) -> None:
+        try:
+            hook(payload)
+        except Exception:
+            log.failure("{hook} of connection {connId} failed", hook=hook.__name__,
+                        connId=self.connId)  # fmt: skip
+
+    def _closed(self, event: Closed) -> None:
+        """The close handshake completed, or the peer broke the protocol: close the TCP
+        connection (the server closes first, RFC 6455 section 7.1.1)."""
+        self.closeCode, self.closeText = event.code, event.reason
+        if not event.clean:
+            log.info("connection {connId}: closing with {code} ({reason})",
+                     connId=self.connId, code=event.code, reason=event.reason)  # fmt: skip
+        self._cancelCloseTimer()
+        if self._closeReason is None:  # the peer closed, or broke the protocol (a limit: 1009)
+            self._closeReason = (
+                "peer" if event.clean else "limit" if event.code == 1009 else "error"
+            )
+        if self.connected:
+            self.transport.loseConnection()
+
+    def _write(self, data: bytes) -> None:
+        if data and self.connected:
+            self.bytesOut += len(data)
+            self.transport.write(data)
+
+    def send(self, message: str | bytes) -> bool:
+        """Send a message (text for ``str``, binary for ``bytes``); False (logged) when the
+        connection is closing or more than ``buffer_output_size`` is unsent."""
+        ws = self.ws
+        if self._replyUnsent:  # answering a message that came just before the peer's close
+            return TCPProtocol.send(self, ws.encode(message))
+        if ws is None or ws.state is not OPEN or self._closeReason is not None:
+            log.notice("push to closed WebSocket connection {connId} dropped", connId=self.connId)
+            return False
+        return TCPProtocol.send(self, ws.send(message))
+
+    def sendFrame(self, data: bytes) -> bool:
+        """Send an already encoded frame (what :meth:`WebSocketFactory.broadcast` shares)."""
+        if self.ws is None or self.ws.state is not OPEN or self._closeReason is not None:
+            return False
+        return TCPProtocol.send(self, data)
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping; its pong comes to :meth:`pongReceived`."""
+        self._write(self.ws.ping(payload))
+
+    def disconnect(self, code: int = NORMAL, reason: str = "") -> bool:
+        """Begin the close handshake with ``code`` and ``reason``; the TCP connection closes
+        when the peer answers (or after :data:`CLOSE_TIMEOUT`).  False if already closing."""
+        ws = self.ws
+        if ws is None or ws.state is not OPEN or not self.connected:
+            return False
+        self.closeCode, self.closeText = code, reason
+        self._closeReason = self._closeReason or "server"
+        self._write(ws.close(code, reason))
+        clock: IReactorTime = self.server.reactor
+        self._closeCall = clock.callLater(CLOSE_TIMEOUT, self._closeTimedOut)
+        return True
+
+    def _closeTimedOut(self) -> None:
+        self._closeCall = None
+        if self.connected:
+            log.info("connection {connId}: no answer to our close within {t}s; aborting",
+                     connId=self.connId, t=CLOSE_TIMEOUT)  # fmt: skip
+            self.abort(self._closeReason or "server")
+
+    def _cancelCloseTimer(self) -> None:
+        if self._closeCall is not None and self._closeCall.active():
+            self._closeCall.cancel()
+        self._closeCall = None
+
+    def close(self, reset: bool = False, reason: str = "server") -> bool:
+        """The table's close: a close handshake (1000; 1001 while the worker drains), or
+        RST with ``reset``."""
+        if reset or self.ws is None or self.ws.state is not OPEN:
+            return super().close(reset=reset, reason=reason)
+        if self.closing:
+            return False
+        self._closeReason = reason
+        self._write(self.ws.close(GOING_AWAY if self.server.goingAway else NORMAL))
+        self._closeCall = self.server.reactor.callLater(CLOSE_TIMEOUT, self._closeTimedOut)
+        return True
+
+    def abort(self, reason: str) -> None:
+        self._cancelCloseTimer()
+        super().abort(reason)
+
+    def _hookFailed(self, failure: Failure, name: str) -> None:
+        log.failure("{hook} of connection {connId} failed", failure, hook=name, connId=self.connId)
+        self._busy = False
+        self._waiting = None
+        self.disconnect(INTERNAL, f"{name} failed")
+
+    def readConnectionLost(self) -> None:
+        """The peer half-closed: nothing more can come, its close included; close."""
+        self._closeReason = self._closeReason or "peer"
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        if not self.connected:
+            return
+        self._cancelCloseTimer()
+        if self.ws is not None:
+            for event in self.ws.receive_eof():
+                self.closeCode, self.closeText = event.code, event.reason
+        self.connected = 0
+        self._closeReason = self._closeReason or "peer"
+        try:
+            self.connectionClosed(self.closeCode, self.closeText)
+        except Exception:
+            log.failure("connectionClosed hook of connection {connId} failed", connId=self.connId)
+        self.server.unregister(self)
+
+    def describeState(self) -> str:
+        if self.ws is None or self.ws.state is OPEN:
+            return "websocket"
+        return "websocket closing" if self.ws.state is not CLOSED else "closed"
+
+    def drainRequested(self) -> None:
+        """The worker drains: once ``worker_exit`` had its chance, close with 1001."""
+        if self.server.goingAway and self.ws is not None and self.ws.state is OPEN:
+            self.close(reason="reload" if not self.server.finalDrain else "server")
+
+    def byteCounts(self) -> tuple[int, int]:
+        return self.bytesIn, self.bytesOut
+
+
+class WebSocketFactory(HTTPFactory):
+    """An HTTP server that upgrades WebSocket handshakes to ``protocol`` (module docstring).
+
+    ``settings["websocket_compression"]``: accept permessage-deflate offers.
+    """
+
+    def __init__(
+        self,
+        protocol: type[WebSocketProtocol],
+        settings: Settings | dict[str, Any] | None = None,
+        http_handler: Callable[[Request, Response], Any] | None = None,
+        *,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(self._route, settings, reactor=reactor)
+        self.wsProtocol = protocol
+        self.httpHandler = http_handler
+        self.goingAway = False  # the worker asked long connections to go (reload, shutdown)
+        self.finalDrain = False
+
+    # -- the handshake ------------------------------------------------------------------------
+    def _route(self, request: Request, response: Response) -> Any:
+        if request.upgrade and is_websocket_request(request):
+            return self._handshake(request, response)
+        if self.httpHandler is not None:
+            return self.httpHandler(request, response)
+        response.status(426)
+        response.header("Upgrade", "websocket")
+        response.header("Content-Type", "text/plain")
+        return response.end("this is a WebSocket server: send a WebSocket handshake\n")
+
+    def _handshake(self, request: Request, response: Response) -> Any:
+        problem = self._invalid(request)
+        if problem is not None:
+            status, text = problem
+            return self._refuseHandshake(response, status, text)
+        proto = self.wsProtocol()
+        proto.factory = proto.server = self
+        try:
+            chosen = proto.handshake(request)
+        except WebSocketHandshakeError as e:
+            return self._refuseHandshake(response, e.status, str(e))
+        if inspect.isawaitable(chosen) or isinstance(chosen, defer.Deferred):
+            return self._handshakeLater(chosen, proto, request, response)
+        return self._upgrade(proto, request, response, chosen)
+
+    async def _handshakeLater(self, pending: Any, proto: WebSocketProtocol, request: Request,
+                              response: Response) -> None:  # fmt: skip
+        try:
+            chosen = await pending
+        except WebSocketHandshakeError as e:
+            self._refuseHandshake(response, e.status, str(e))
+            return
+        self._upgrade(proto, request, response, chosen)
+
+    @staticmethod
+    def _invalid(request: Request) -> tuple[int, str] | None:
+        if request.method != "GET" or request.version != "1.1":
+            return 400, "a WebSocket handshake is a GET over HTTP/1.1"
+        version = request.headers.get("sec-websocket-version")
+        if version != "13":
+            return 426, f"Sec-WebSocket-Version {version!r} is not supported (13 is)"
+        key = request.headers.get("sec-websocket-key") or ""
+        try:
+            if len(base64.b64decode(key, validate=True)) != 16:
+                raise ValueError(key)
+        except (ValueError, binascii.Error):
+            return 400, "Sec-WebSocket-Key is not 16 bytes in base64"
+        return None
+
+    @staticmethod
+    def _refuseHandshake(response: Response, status: int, text: str) -> bool:
+        log.info("WebSocket handshake refused with {status}: {text}", status=status, text=text)
+        response.status(status)
+        if status == 426:
+            response.header("Sec-WebSocket-Version", "13")
+        response.header("Content-Type", "text/plain")
+        return response.end(text + "\n")
+
+    def _upgrade(self, proto: WebSocketProtocol, request: Request, response: Response,
+                 subprotocol: str | None) -> None:  # fmt: skip
+        owner = request.owner
+        if not isinstance(owner, HTTPProtocol) or not owner.connected or response.ended:
+            return
+        headers = [
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+            accept_key(request.headers.get("sec-websocket-key") or "").encode(), b"\r\n",
+        ]  # fmt: skip
+        if subprotocol:
+            headers += [b"Sec-WebSocket-Protocol: ", subprotocol.encode(), b"\r\n"]
+        deflate = None
+        if self.settings.websocket_compression:
+            deflate = PerMessageDeflate.accept(request.headers.get("sec-websocket-extensions"))
+            if deflate is not None:
+                headers += [b"Sec-WebSocket-Extensions: ", deflate.response().encode(), b"\r\n"]
+        head = b"".join([_101, self.defaultHeaders, *headers, b"\r\n"])
+        proto.accept(request, deflate)
+        owner.switchProtocol(response, head, proto)
+
+    # -- by connection id ---------------------------------------------------------------------
+    def _ws(self, connId: int) -> WebSocketProtocol | None:
+        p = self.connections.get(connId)
+        return p if isinstance(p, WebSocketProtocol) and p.ws is not None else None
+
+    def isEstablished(self, connId: int) -> bool:
+        """True if ``connId`` is a WebSocket connection past its handshake and not closing."""
+        p = self._ws(connId)
+        return p is not None and p.ws.state is OPEN and not p.closing
+
+    def push(self, connId: int, data: str | bytes) -> bool:
+        """Send a message to WebSocket connection ``connId``; False (logged) if it is not one,
+        is gone or closing, or has more than ``buffer_output_size`` unsent."""
+        p = self._ws(connId)
+        if p is None:
+            log.notice("push to connection {connId} dropped: no such WebSocket connection",
+                       connId=connId)  # fmt: skip
+            return False
+        return p.send(data)
+
+    def disconnect(self, connId: int, code: int = NORMAL, reason: str = "") -> bool:
+        """Close WebSocket connection ``connId`` with a close frame; False if it is not one."""
+        p = self._ws(connId)
+        return p is not None and p.disconnect(code, reason)
+
+    def broadcast(self, data: str | bytes, connIds: Iterable[int] | None = None) -> int:
+        """Send ``data`` to every established WebSocket connection (or those of
+        ``connIds``): the frame is encoded once.  Returns how many accepted it."""
+        if isinstance(data, str):
+            shared = frame(0x1, data.encode())
+        else:
+            shared = frame(0x2, bytes(data))
+        ids = self.connections if connIds is None else connIds
+        sent = 0
+        for connId in list(ids):
+            p = self._ws(connId)
+            if p is None:
+                continue
+            if p.ws.deflate is not None:
+                sent += p.send(data)
+            else:
+                sent += p.sendFrame(shared)
+        return sent
+
+    def goAway(self, final: bool = False) -> None:
+        """After ``worker_exit`` had its chance: close every WebSocket with 1001."""
+        self.goingAway = True
+        self.finalDrain = final
+        for p in list(self.connections.values()):
+            p.drainRequested()
