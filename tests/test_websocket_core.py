@@ -25,6 +25,7 @@ from tx_swoole.protocols._websocket import (
     Pong,
     Send,
     WebSocketConnection,
+    _apply_mask,
     accept_key,
     apply_mask,
     close_payload,
@@ -342,13 +343,15 @@ def test_client_refuses_a_masked_frame_from_the_server() -> None:
     assert events[-1] == Closed(1002, "masked frame from the server", clean=False)
 
 
-def test_apply_mask_is_its_own_inverse_and_matches_the_rfc_example() -> None:
+@pytest.mark.parametrize("mask", [apply_mask, _apply_mask], ids=["used", "pure-python"])
+def test_apply_mask_is_its_own_inverse_and_matches_the_rfc_example(mask: Any) -> None:
     # RFC 6455 5.7: a masked "Hello" from a client
-    assert apply_mask(bytes.fromhex("7f9f4d5158"), bytes.fromhex("37fa213d")) == b"Hello"
-    data = bytes(range(256)) * 37 + b"xyz"
-    assert apply_mask(apply_mask(data, KEY), KEY) == data
-    assert apply_mask(data, KEY)[:4] == bytes(a ^ b for a, b in zip(data[:4], KEY, strict=True))
-    assert apply_mask(b"", KEY) == b""
+    assert mask(bytes.fromhex("7f9f4d5158"), bytes.fromhex("37fa213d")) == b"Hello"
+    for data in (bytes(range(256)) * 37 + b"xyz", b"a", b"ab", b"abc", b"abcd", b"abcde"):
+        assert mask(mask(data, KEY), KEY) == data
+        assert mask(data, KEY) == bytes(b ^ KEY[i % 4] for i, b in enumerate(data))
+    assert mask(b"", KEY) == b""
+    assert mask(bytearray(b"Hello"), bytearray(KEY)) == _apply_mask(b"Hello", KEY)
 
 
 def test_accept_key_matches_the_rfc_example() -> None:
@@ -486,3 +489,18 @@ def test_random_bytes_never_raise_and_end_closed_or_waiting(data: bytes, cuts: l
         for event in conn.receive(data[a:b]):
             assert isinstance(event, str | bytes | Ping | Send | Closed)
     assert len(conn._buf) <= 4096 + 14
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 200])
+@pytest.mark.parametrize("op", [TEXT, BINARY])
+def test_one_frame_per_read_of_every_size_near_the_length_forms(op: int, size: int) -> None:
+    """A read holding exactly one frame (the common case) decodes as any other read."""
+    payload = b"a" * size
+    message = payload.decode() if op == TEXT else payload
+    conn = WebSocketConnection()
+    assert conn.receive(c(op, payload)) == [message] and conn.receive(c(op, payload)) == [message]
+    assert conn.bytesIn == 2 * len(c(op, payload))
+    # split in two, then whole again: nothing left over from the first
+    frame_ = c(op, payload)
+    assert conn.receive(frame_[:3]) + conn.receive(frame_[3:]) == [message]
+    assert conn.receive(frame_) == [message]

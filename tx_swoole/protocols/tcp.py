@@ -390,7 +390,7 @@ class TCPProtocol(TrackedProtocol):
         accepting ``data`` would take the unsent bytes past ``buffer_output_size``.  True only
         means the bytes were handed to the kernel or buffered, not that the peer read them.
         """
-        if self.closing:
+        if self._closeReason is not None or not self.connected:  # self.closing, inlined
             log.notice("send to closed connection {connId} dropped", connId=self.connId)
             return False
         limit = self.server.bufferOutputSize

@@ -125,8 +125,14 @@ class WebSocketProtocol(TCPProtocol):
     def dataReceived(self, data: bytes) -> None:
         self.lastRecvTime = self.server.seconds()
         self.bytesIn += len(data)
+        events = self.ws.receive(data)
+        if len(events) == 1 and not self._busy and self._closeReason is None:
+            cls = events[0].__class__
+            if cls is str or cls is bytes:  # the common case: one message in this read
+                self._deliver(events[0])
+                return
         messages: list[Any] = []
-        for event in self.ws.receive(data):
+        for event in events:
             cls = event.__class__
             if cls is str or cls is bytes:
                 messages.append(event)
