@@ -130,6 +130,15 @@ class WebSocketHandshakeError(SwooleError):
         self.status = status
 
 
+class WebSocketClosedError(SwooleError, ConnectionError):
+    """The WebSocket connection is closed: ``code`` and ``reason`` are its close code and
+    reason (1006 when it ended without a close handshake)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed with {code}" + (f" ({reason})" if reason else ""))
+        self.code, self.reason = code, reason
+
+
 class RedisError(SwooleError):
     """Base of every Redis client error (:mod:`tx_swoole.clients.redis`)."""
 
