@@ -205,7 +205,10 @@ class WebSocketClient(Protocol):
         if self._closed.called:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
-        self._closed.addBoth(lambda result: d.callback(None) or result)
+        def fire(_: None) -> None:
+            d.callback(None)
+
+        self._closed.addCallback(fire)
         return d
 
     def _abort(self) -> None:
