@@ -205,6 +205,7 @@ class WebSocketClient(Protocol):
         if self._closed.called:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
+
         def fire(_: None) -> None:
             d.callback(None)
 
