@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (the package with its test extras, redis-server, chromium) and
-# runs them
-# under coverage; prints the coverage figure and fails below the floor (COVERAGE_MIN).
+# runs them under coverage; prints the coverage figure and fails below the floor (COVERAGE_MIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=""
