@@ -45,6 +45,7 @@ setup(
             "hypothesis>=6.100",
             "coverage>=7.10",  # [run] patch = subprocess: twistd processes measured
             "twisted[tls]",  # the Redis TLS test (pyOpenSSL, service_identity)
+            "autobahn>=24.4",  # an independent WebSocket implementation for interop tests
         ],
         "dev": [
             "ruff>=0.6",
