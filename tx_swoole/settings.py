@@ -72,6 +72,12 @@ class Settings:
     open_tcp_nodelay: bool = True
     # WebSocket: accept permessage-deflate offers (RFC 7692); off by default, as in Swoole.
     websocket_compression: bool = False
+    # Seconds between the server's pings to each WebSocket connection (0: none); a connection
+    # that has not answered one ping by the next is closed (reason heartbeat).
+    websocket_ping_interval: float = field(default=0.0, metadata=_meta(0, 86400))
+    # Seconds a WebSocket reader may keep more than buffer_output_size unsent before it is
+    # closed with 1008 (0: never; pushes are refused meanwhile either way).
+    websocket_send_timeout: float = field(default=60.0, metadata=_meta(0, 86400))
     # Connections and buffers.  Swoole: 8 MiB output buffer per connection.
     buffer_output_size: int = field(default=8 * 1024 * 1024, metadata=_meta(1024, 2**40))
     max_conn: int = field(default=10000, metadata=_meta(1, 1_000_000))

@@ -31,7 +31,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
@@ -44,6 +44,7 @@ from tx_swoole.protocols._websocket import (
     INTERNAL,
     NORMAL,
     OPEN,
+    POLICY,
     Closed,
     PerMessageDeflate,
     Ping,
@@ -54,7 +55,7 @@ from tx_swoole.protocols._websocket import (
     frame,
 )
 from tx_swoole.protocols.http import HTTPFactory, HTTPProtocol, Request, Response
-from tx_swoole.protocols.tcp import CONNECTION_DONE, TCPProtocol
+from tx_swoole.protocols.tcp import CONNECTION_DONE, TCPProtocol, pending_bytes
 from tx_swoole.settings import Settings
 
 __all__ = ["CLOSE_TIMEOUT", "WebSocketFactory", "WebSocketProtocol", "is_websocket_request"]
@@ -74,7 +75,10 @@ def is_websocket_request(request: Request) -> bool:
 class WebSocketProtocol(TCPProtocol):
     """One WebSocket connection; subclass it and override the hooks (module docstring)."""
 
-    __slots__ = ("ws", "request", "closeCode", "closeText", "_closeCall", "_replyUnsent")
+    __slots__ = (
+        "ws", "request", "closeCode", "closeText", "_closeCall", "_replyUnsent", "_pingSent",
+        "_overSince",
+    )  # fmt: skip
     server: WebSocketFactory
     factory: WebSocketFactory
 
@@ -88,6 +92,8 @@ class WebSocketProtocol(TCPProtocol):
         self.closeText = ""
         self._closeCall: IDelayedCall | None = None
         self._replyUnsent = False  # the peer's close is parsed, our reply not yet written
+        self._pingSent = False  # a heartbeat ping is waiting for its pong
+        self._overSince: float | None = None  # when a send was first refused for the limit
 
     # -- hooks --------------------------------------------------------------------------------
     def handshake(self, request: Request) -> str | None | Any:
@@ -147,6 +153,7 @@ class WebSocketProtocol(TCPProtocol):
             elif cls is Ping:
                 self._safely(self.pingReceived, event.payload)
             elif cls is Pong:
+                self._pingSent = False
                 self._safely(self.pongReceived, event.payload)
             elif cls is Closed:
                 self._closed(event)
@@ -185,17 +192,49 @@ class WebSocketProtocol(TCPProtocol):
         connection is closing or more than ``buffer_output_size`` is unsent."""
         ws = self.ws
         if self._replyUnsent:  # answering a message that came just before the peer's close
-            return TCPProtocol.send(self, ws.encode(message))
+            return self._sendFrame(ws.encode(message))
         if ws is None or ws.state is not OPEN or self._closeReason is not None:
             log.notice("push to closed WebSocket connection {connId} dropped", connId=self.connId)
             return False
-        return TCPProtocol.send(self, ws.send(message))
+        return self._sendFrame(ws.send(message))
+
+    def _sendFrame(self, data: bytes) -> bool:
+        if TCPProtocol.send(self, data):
+            self._overSince = None
+            return True
+        if self._overSince is None and self.connected:  # refused for buffer_output_size
+            self._overSince = self.server.seconds()
+        return False
 
     def sendFrame(self, data: bytes) -> bool:
         """Send an already encoded frame (what :meth:`WebSocketFactory.broadcast` shares)."""
         if self.ws is None or self.ws.state is not OPEN or self._closeReason is not None:
             return False
-        return TCPProtocol.send(self, data)
+        return self._sendFrame(data)
+
+    def heartbeat(self, now: float, ping: bool, sendTimeout: float) -> None:
+        """The factory's periodic check: ping (closing a connection that did not answer the
+        last ping), and close with 1008 a reader stuck past ``buffer_output_size``."""
+        ws = self.ws
+        if ws is None or ws.state is not OPEN or self.closing:
+            return
+        if sendTimeout and self._overSince is not None:
+            if pending_bytes(self.transport) <= self.server.bufferOutputSize:
+                self._overSince = None
+            elif now - self._overSince >= sendTimeout:
+                log.info("connection {connId}: more than buffer_output_size={limit} unsent for "
+                         "websocket_send_timeout={t}s; closing with 1008", connId=self.connId,
+                         limit=self.server.bufferOutputSize, t=sendTimeout)  # fmt: skip
+                self.disconnect(POLICY, "reading too slowly")
+                return
+        if ping:
+            if self._pingSent:
+                log.info("connection {connId}: no pong within websocket_ping_interval; closing",
+                         connId=self.connId)  # fmt: skip
+                self.abort("heartbeat")
+                return
+            self._pingSent = True
+            self._write(ws.ping())
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping; its pong comes to :meth:`pongReceived`."""
@@ -219,7 +258,7 @@ class WebSocketProtocol(TCPProtocol):
         if self.connected:
             log.info("connection {connId}: no answer to our close within {t}s; aborting",
                      connId=self.connId, t=CLOSE_TIMEOUT)  # fmt: skip
-            self.abort(self._closeReason or "server")
+            self._reset()  # (abort() would not: the close already began)
 
     def _cancelCloseTimer(self) -> None:
         if self._closeCall is not None and self._closeCall.active():
@@ -301,6 +340,36 @@ class WebSocketFactory(HTTPFactory):
         self.httpHandler = http_handler
         self.goingAway = False  # the worker asked long connections to go (reload, shutdown)
         self.finalDrain = False
+        s = self.settings
+        self._heartbeat: task.LoopingCall | None = None
+        self._pingEvery = s.websocket_ping_interval
+        checks = [x for x in (s.websocket_ping_interval, s.websocket_send_timeout / 4) if x]
+        self._heartbeatEvery = min(checks) if checks else 0.0  # one pass over the connections
+        self._lastPing = 0.0
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        if self._heartbeatEvery and self._heartbeat is None:
+            self._heartbeat = task.LoopingCall(self.heartbeat)
+            self._heartbeat.clock = self.reactor
+            self._heartbeat.start(self._heartbeatEvery, now=False)
+
+    def stopFactory(self) -> None:
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        self._heartbeat = None
+        super().stopFactory()
+
+    def heartbeat(self) -> None:
+        """Pings every ``websocket_ping_interval``; the slow-reader check."""
+        now = self.seconds()
+        ping = bool(self._pingEvery) and now - self._lastPing >= self._pingEvery - 1e-6
+        if ping:
+            self._lastPing = now
+        timeout = self.settings.websocket_send_timeout
+        for p in list(self.connections.values()):
+            if isinstance(p, WebSocketProtocol):
+                p.heartbeat(now, ping, timeout)
 
     # -- the handshake ------------------------------------------------------------------------
     def _route(self, request: Request, response: Response) -> Any:
