@@ -8,6 +8,8 @@ import base64
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -162,3 +164,13 @@ def test_a_reader_that_catches_up_is_left_alone() -> None:
     transport.pending = 0
     clock.advance(10)
     assert transport.value() == b"" and ws.send("x") and not ws.closing
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=12))
+def test_random_bytes_never_escape_the_protocol(chunks: list[bytes]) -> None:
+    ws, transport, clock = upgraded({"package_max_length": 4096})
+    for chunk in chunks:
+        ws.dataReceived(chunk)  # raises nothing, whatever the bytes
+    clock.advance(CLOSE_TIMEOUT + 1)
+    assert len(ws.ws._buf) <= 4096 + 14

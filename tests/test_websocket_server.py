@@ -203,3 +203,19 @@ def test_shutdown_sends_1001_to_open_connections(tmp_path: Any) -> None:
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         assert twistd.stop() == 0
         assert b"still had" not in twistd.output  # every close handshake completed in time
+
+
+def test_garbage_frames_then_a_normal_client_is_served(server: tuple[Twistd, int]) -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(20):
+        sock = raw_client(server[1])
+        sock.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 400))))
+        sock.close()
+    with client(server[1]) as ws:
+        ws.send("still here")
+        assert ws.recv(timeout=10) == "still here"
+    output = bytes(server[0].output)
+    assert b"Unhandled Error" not in output
+    assert output.count(b"Traceback") == output.count(b"RuntimeError: asked to fail")
