@@ -81,6 +81,11 @@ class Response:
         self.ended = False
 
     @property
+    def request(self) -> Request:
+        """The request this response answers."""
+        return self._request
+
+    @property
     def status_code(self) -> int:
         return int(self._status[9:12])
 

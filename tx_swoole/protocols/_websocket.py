@@ -53,6 +53,7 @@ NO_STATUS, ABNORMAL, INVALID_DATA, POLICY, TOO_BIG, INTERNAL = 1005, 1006, 1007,
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 _from_bytes = int.from_bytes
+_NO_PARTS: list[Any] = []  # shared, never appended to (a fragmented message gets its own)
 
 
 class _State:
@@ -336,7 +337,7 @@ class WebSocketConnection:
         self.closeSent: tuple[int, str] | None = None  # (code, reason) of the close we sent
         self._buf = bytearray()  # the start of a frame not yet whole
         self._op = CONT  # the opcode of the fragmented message in progress (CONT: none)
-        self._parts: list[Any] = []
+        self._parts: list[Any] = _NO_PARTS  # a list of its own once a message is fragmented
         self._size = 0  # bytes of the message in progress (inflated)
         self._decoder: Any = None  # incremental UTF-8 decoder of a fragmented text message
         self._compressed = False
@@ -507,7 +508,7 @@ class WebSocketConnection:
         else:
             self._parts.append(payload)
         if fin:
-            parts, self._parts = self._parts, []
+            parts, self._parts = self._parts, _NO_PARTS
             message: Any = "".join(parts) if self._op == TEXT else b"".join(parts)
             self._op, self._size, self._decoder = CONT, 0, None
             if self.state is OPEN:
@@ -538,7 +539,7 @@ class WebSocketConnection:
             self.closeSent = (code, reason)
         self.state = CLOSED
         self._buf = bytearray()
-        self._parts = []
+        self._parts = _NO_PARTS
         events.append(Closed(code, reason, clean=False))
 
     # -- writing ------------------------------------------------------------------------------

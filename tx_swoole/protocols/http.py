@@ -184,6 +184,7 @@ class HTTPProtocol(TrackedProtocol):
         to ``protocol``: same transport, same id in the table; the bytes that followed the
         request go to it.  This protocol then does nothing more."""
         response.started = response.ended = True
+        response.request.owner = protocol  # (remote_addr and friends; and this one can go)
         self._send(head)
         self.conn.bytes_out += len(head)
         transport = self.transport

@@ -29,7 +29,7 @@ import base64
 import binascii
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -81,12 +81,14 @@ class WebSocketProtocol(TCPProtocol):
     )  # fmt: skip
     server: WebSocketFactory
     factory: WebSocketFactory
+    keepRequest: ClassVar[bool] = False  # True: self.request stays after connectionOpened
 
     def __init__(self) -> None:
         super().__init__()
         #: The sans-IO core, once the handshake is accepted.
         self.ws: WebSocketConnection = None  # type: ignore[assignment]
-        #: The handshake request (headers, path, cookies, remote address).
+        #: The handshake request (headers, path, cookies, remote address), during the
+        #: handshake and connectionOpened; afterwards too with ``keepRequest = True``.
         self.request: Request = None  # type: ignore[assignment]
         self.closeCode = 1006  # what connectionClosed gets
         self.closeText = ""
@@ -126,7 +128,12 @@ class WebSocketProtocol(TCPProtocol):
                                       deflate=deflate)  # fmt: skip
 
     def connectionMade(self) -> None:
-        self._runHook(self.connectionOpened, "connectionOpened", self.request)
+        request = self.request
+        self._runHook(self.connectionOpened, "connectionOpened", request)
+        if not self.keepRequest:  # as Swoole's onOpen: the request is the open hook's
+            self.request = None  # type: ignore[assignment]  # (about 1.4 KB per connection)
+        else:
+            request.cache = None  # its parsed views are rebuilt if asked for
 
     def dataReceived(self, data: bytes) -> None:
         self.lastRecvTime = self.server.seconds()
