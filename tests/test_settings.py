@@ -82,6 +82,13 @@ GOOD = {"server": {"type": "tcp", "port": 0, "app": "mod:Proto"}}
         ),
         ({**GOOD, "events": {"worker_strat": "a:b"}}, "did you mean worker_start?"),
         ({**GOOD, "settings": {"max_con": 5}}, "did you mean max_conn?"),
+        ({"server": {"type": "websocket"}}, "name a WebSocketProtocol subclass, or the functions"),
+        (
+            {"server": {"type": "websocket", "app": "a:B"}, "events": {"message": "a:m"}},
+            "[server] app (a WebSocketProtocol subclass) or [events] message",
+        ),
+        ({**GOOD, "events": {"message": "a:m"}}, "[events] message is for type = 'websocket'"),
+        ({"server": {"app": "a:h", "http_app": "a:h"}}, "http_app is for type = 'websocket'"),
     ],
 )
 def test_invalid_config_tables(data: dict, message: str) -> None:

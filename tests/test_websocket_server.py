@@ -219,3 +219,22 @@ def test_garbage_frames_then_a_normal_client_is_served(server: tuple[Twistd, int
     output = bytes(server[0].output)
     assert b"Unhandled Error" not in output
     assert output.count(b"Traceback") == output.count(b"RuntimeError: asked to fail")
+
+
+def test_a_server_of_swoole_style_functions(tmp_path: Any) -> None:
+    events = {"handshake": "tests.ws_apps:on_handshake", "open": "tests.ws_apps:on_open",
+              "message": "tests.ws_apps:on_message", "close": "tests.ws_apps:on_close"}  # fmt: skip
+    cfg = write_config(tmp_path, {"type": "websocket", "port": 0}, {"worker_num": 0}, events)
+    with Twistd(cfg, cwd=ROOT) as twistd:
+        port = twistd.port()
+        with connect(f"ws://127.0.0.1:{port}/room", open_timeout=10) as watcher:
+            assert watcher.recv(timeout=10).startswith("hello ")
+            with connect(f"ws://127.0.0.1:{port}/x", open_timeout=10) as ws:
+                greeting = ws.recv(timeout=10)
+                assert greeting.startswith("hello ") and greeting.endswith(" at /x")
+                ws.send(b"\x01bin")
+                assert ws.recv(timeout=10) == b"\x01bin"
+            assert watcher.recv(timeout=10) == f"{greeting.split()[1]} left with 1000"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{port}/private", open_timeout=10)
+        assert refused.value.response.status_code == 401

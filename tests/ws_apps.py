@@ -56,3 +56,23 @@ class AsyncEcho(WebSocketProtocol):
 def http(request: Request, response: Response) -> None:
     response.header("Content-Type", "text/plain")
     response.end(f"plain http {request.path}")
+
+
+# Swoole-style functions instead of a class: [events] open / message / close / handshake.
+def on_handshake(request: Request) -> str | None:
+    if request.path == "/private":
+        raise WebSocketHandshakeError("private", 401)
+    return None
+
+
+def on_open(server: Any, connId: int, request: Request) -> None:
+    server.push(connId, f"hello {connId} at {request.path}")
+
+
+async def on_message(server: Any, connId: int, message: str | bytes) -> None:
+    await defer.succeed(None)
+    server.push(connId, message)
+
+
+def on_close(server: Any, connId: int, code: int, reason: str) -> None:
+    server.broadcast(f"{connId} left with {code}")

@@ -20,7 +20,9 @@ from tx_swoole.errors import AppImportError, ConfigError
 from tx_swoole.settings import Settings, closest, make_settings
 
 SERVER_TYPES = ("http", "tcp", "websocket")
-EVENTS = ("worker_start", "worker_stop", "worker_exit")
+EVENTS = ("worker_start", "worker_stop", "worker_exit", "handshake", "open", "message", "close")
+# Swoole's onHandshake/onOpen/onMessage/onClose: functions instead of a protocol class.
+WEBSOCKET_EVENTS = ("handshake", "open", "message", "close")
 _SERVER_KEYS = ("type", "host", "port", "app", "http_app")
 _SECTIONS = ("server", "settings", "events")
 
@@ -81,13 +83,13 @@ def _server(table: Mapping[str, Any]) -> dict[str, Any]:
     port = table.get("port", 9501)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"[server] port = {port!r}: allowed range is 0 to 65535")
-    if "app" not in table:
+    if "app" not in table and kind != "websocket":
         raise ConfigError("[server] app is missing: expected a 'module:attribute' string")
     server = {
         "type": kind,
         "host": host,
         "port": port,
-        "app": _check_ref("[server] app", table["app"]),
+        "app": _check_ref("[server] app", table["app"]) if "app" in table else "",
     }
     if "http_app" in table:
         if kind != "websocket":
@@ -120,9 +122,20 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
         raise ConfigError("the [server] table is missing")
     server = _server(data["server"])
     settings = make_settings(data.get("settings", {}))
+    events = _events(data.get("events", {}))
+    functions = [e for e in WEBSOCKET_EVENTS if e in events]
+    if functions and server["type"] != "websocket":
+        raise ConfigError(f"[events] {functions[0]} is for type = 'websocket' servers")
+    if server["type"] == "websocket" and bool(server["app"]) == ("message" in events):
+        raise ConfigError(
+            "a websocket server needs [server] app (a WebSocketProtocol subclass) or "
+            "[events] message (with open, close and handshake if wanted), not both"
+            if server["app"] else "[server] app is missing: name a WebSocketProtocol subclass, "
+            "or the functions [events] message (and open, close, handshake)"
+        )  # fmt: skip
     return ServerConfig(
         settings=settings,
-        events=_events(data.get("events", {})),
+        events=events,
         base_dir=os.path.abspath(base_dir),
         path=path,
         **server,

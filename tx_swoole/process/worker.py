@@ -128,7 +128,12 @@ class AppService(Service):
     async def _boot(self) -> None:
         base = self.config.base_dir
         self._hooks = {name: resolve(ref, base) for name, ref in self.config.events.items()}
-        app = resolve(self.config.app, base)
+        if self.config.app:
+            app = resolve(self.config.app, base)
+        else:  # a websocket server of functions (Swoole's on("message", ...))
+            from tx_swoole.protocols.websocket import protocol_of_functions
+
+            app = protocol_of_functions(self._hooks)
         http_app = resolve(self.config.http_app, base) if self.config.http_app else None
         self.factory = make_factory(self.config, app, reactor=self.reactor, http_app=http_app)
         if self._listenFd is None:
@@ -146,7 +151,8 @@ class AppService(Service):
         addr = self.port.getHost()
         log.info(
             "worker {workerId} (pid {pid}) serving {type} app {app} on {host}:{port}",
-            workerId=self.workerId, pid=os.getpid(), type=self.config.type, app=self.config.app,
+            workerId=self.workerId, pid=os.getpid(), type=self.config.type,
+            app=self.config.app or self.config.events.get("message"),
             host=addr.host, port=addr.port,
         )  # fmt: skip
         if "worker_start" in self._hooks:

@@ -58,7 +58,13 @@ from tx_swoole.protocols.http import HTTPFactory, HTTPProtocol, Request, Respons
 from tx_swoole.protocols.tcp import CONNECTION_DONE, TCPProtocol, pending_bytes
 from tx_swoole.settings import Settings
 
-__all__ = ["CLOSE_TIMEOUT", "WebSocketFactory", "WebSocketProtocol", "is_websocket_request"]
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "WebSocketFactory",
+    "WebSocketProtocol",
+    "is_websocket_request",
+    "protocol_of_functions",
+]
 log = SwooleLogger("tx_swoole.websocket")
 CLOSE_TIMEOUT = 5.0  # seconds the peer has to answer a close we sent
 _101 = status_line(101)
@@ -507,3 +513,37 @@ class WebSocketFactory(HTTPFactory):
         self.finalDrain = final
         for p in list(self.connections.values()):
             p.drainRequested()
+
+
+def protocol_of_functions(functions: dict[str, Callable[..., Any]]) -> type[WebSocketProtocol]:
+    """A protocol class calling Swoole-style functions (from ``[events]``):
+    ``handshake(request)`` (a subprotocol, or raise WebSocketHandshakeError),
+    ``open(server, connId, request)``, ``message(server, connId, message)``,
+    ``close(server, connId, code, reason)``; each may be async."""
+    handshake, opened = functions.get("handshake"), functions.get("open")
+    message, closed = functions["message"], functions.get("close")
+
+    class FunctionProtocol(WebSocketProtocol):
+        def handshake(self, request: Request) -> Any:
+            return None if handshake is None else handshake(request)
+
+        def connectionOpened(self, request: Request) -> Any:  # type: ignore[override]
+            return None if opened is None else opened(self.server, self.connId, request)
+
+        def messageReceived(self, data: str | bytes) -> Any:
+            return message(self.server, self.connId, data)
+
+        def connectionClosed(self, code: int, reason: str) -> None:  # type: ignore[override]
+            if closed is not None:
+                result = closed(self.server, self.connId, code, reason)
+                if inspect.isawaitable(result) or isinstance(result, defer.Deferred):
+                    defer.ensureDeferred(_awaited(result)).addErrback(
+                        lambda f: log.failure("close function failed", f)
+                    )
+
+    FunctionProtocol.__name__ = FunctionProtocol.__qualname__ = f"FunctionsOf_{message.__name__}"
+    return FunctionProtocol
+
+
+async def _awaited(result: Any) -> Any:
+    return await result
