@@ -504,3 +504,34 @@ def test_one_frame_per_read_of_every_size_near_the_length_forms(op: int, size: i
     frame_ = c(op, payload)
     assert conn.receive(frame_[:3]) + conn.receive(frame_[3:]) == [message]
     assert conn.receive(frame_) == [message]
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate",
+        "permessage-deflate; server_no_context_takeover",
+        "permessage-deflate; client_no_context_takeover",
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        "permessage-deflate; server_max_window_bits=9",
+        "permessage-deflate; client_max_window_bits=9",
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=10",
+    ],
+)
+@pytest.mark.parametrize("size", [16, 4096, 131072])
+def test_13_every_negotiated_parameter_set_round_trips(offer: str, size: int) -> None:
+    """As Autobahn's group 13: each parameter set, messages of several sizes, both ways, the
+    context kept (or not) over many messages."""
+    server_ext = PerMessageDeflate.accept(offer)
+    assert server_ext is not None
+    client_ext = PerMessageDeflate.accept(server_ext.response())
+    assert client_ext is not None
+    client_ext.clientSide = True
+    server = WebSocketConnection(deflate=server_ext, max_message=1 << 20)
+    client = WebSocketConnection(client_side=True, deflate=client_ext, max_message=1 << 20)
+    for i in range(5):
+        text = f"{i}: the same words again and again " * (size // 36 + 1)
+        data = bytes((i * 7 + j) % 251 for j in range(size))
+        for message in (text, data):
+            assert client.receive(server.send(message)) == [message]
+            assert server.receive(client.send(message)) == [message]

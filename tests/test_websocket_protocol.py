@@ -174,3 +174,18 @@ def test_random_bytes_never_escape_the_protocol(chunks: list[bytes]) -> None:
         ws.dataReceived(chunk)  # raises nothing, whatever the bytes
     clock.advance(CLOSE_TIMEOUT + 1)
     assert len(ws.ws._buf) <= 4096 + 14
+
+
+def test_refused_pushes_are_logged_once_until_the_reader_catches_up() -> None:
+    from twisted.logger import capturedLogs
+
+    ws, transport, clock = upgraded({"buffer_output_size": 1024, "websocket_send_timeout": 0})
+    transport.pending = 2000
+    with capturedLogs() as events:
+        assert not any(ws.send("x") for _ in range(5))
+        transport.pending = 0
+        assert ws.send("x")
+        transport.pending = 2000
+        assert not ws.send("x")
+    refusals = [e for e in events if "refused" in e.get("log_format", "")]
+    assert len(refusals) == 2  # once per time it fell behind

@@ -396,15 +396,19 @@ class TCPProtocol(TrackedProtocol):
         limit = self.server.bufferOutputSize
         pending = pending_bytes(self.transport)
         if pending + len(data) > limit:
-            log.warn(
-                "send to connection {connId} refused: {pending} bytes unsent + {size} > "
-                "buffer_output_size={limit}",
-                connId=self.connId, pending=pending, size=len(data), limit=limit,
-            )  # fmt: skip
+            self.sendRefused(pending, len(data), limit)
             return False
         self.bytesOut += len(data)
         self.transport.write(data)
         return True
+
+    def sendRefused(self, pending: int, size: int, limit: int) -> None:
+        """A send was refused for ``buffer_output_size``: logged (every time, for TCP)."""
+        log.warn(
+            "send to connection {connId} refused: {pending} bytes unsent + {size} > "
+            "buffer_output_size={limit}",
+            connId=self.connId, pending=pending, size=size, limit=limit,
+        )  # fmt: skip
 
     def connectionOpened(self) -> None:
         """Override: a peer connected; ``self.connId`` is set."""

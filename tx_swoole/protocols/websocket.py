@@ -215,9 +215,18 @@ class WebSocketProtocol(TCPProtocol):
         if TCPProtocol.send(self, data):
             self._overSince = None
             return True
-        if self._overSince is None and self.connected:  # refused for buffer_output_size
-            self._overSince = self.server.seconds()
         return False
+
+    def sendRefused(self, pending: int, size: int, limit: int) -> None:
+        """Over ``buffer_output_size``: logged once until the reader catches up; after
+        ``websocket_send_timeout`` the heartbeat closes it with 1008."""
+        if self._overSince is None:
+            self._overSince = self.server.seconds()
+            log.warn(
+                "push to connection {connId} refused: {pending} bytes unsent + {size} > "
+                "buffer_output_size={limit} (logged once until it catches up)",
+                connId=self.connId, pending=pending, size=size, limit=limit,
+            )  # fmt: skip
 
     def sendFrame(self, data: bytes) -> bool:
         """Send an already encoded frame (what :meth:`WebSocketFactory.broadcast` shares)."""
