@@ -30,6 +30,7 @@ import hashlib
 import os
 import zlib
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Send",
+    "State",
     "WebSocketConnection",
     "accept_key",
     "apply_mask",
@@ -56,17 +58,15 @@ _from_bytes = int.from_bytes
 _NO_PARTS: list[Any] = []  # shared, never appended to (a fragmented message gets its own)
 
 
-class _State:
-    __slots__ = ("name",)
+class State(Enum):
+    """Where the connection is (:attr:`WebSocketConnection.state`), as the HTTP core's."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
+    OPEN = "open"  # messages flow both ways
+    CLOSING = "closing"  # we sent a close frame and wait for the peer's
+    CLOSED = "closed"  # the close handshake completed, or the connection failed
 
 
-OPEN, CLOSING, CLOSED = _State("OPEN"), _State("CLOSING"), _State("CLOSED")
+OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 
 
 class Ping:
