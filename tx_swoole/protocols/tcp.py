@@ -185,13 +185,17 @@ class TrackedProtocol:
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         self.connected = 0
-        closeReason = self._closeReason or "peer"
-        self._closeReason = closeReason
+        self._closeReason = self._closeReason or "peer"
         try:  # as Swoole's onClose: the connection is still in the table during the hook
-            self.connectionClosed(closeReason)
+            self._callClosedHook()
         except Exception:
             log.failure("connectionClosed hook of connection {connId} failed", connId=self.connId)
         self.server.unregister(self)
+
+    def _callClosedHook(self) -> None:
+        """Call ``connectionClosed`` with what this kind of connection reports: the close
+        reason here (a WebSocket reports its close code and reason instead)."""
+        self.connectionClosed(self._closeReason or "peer")
 
     @property
     def closing(self) -> bool:

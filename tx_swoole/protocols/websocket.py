@@ -270,10 +270,14 @@ class WebSocketProtocol(TCPProtocol):
             return False
         self.closeCode, self.closeText = code, reason
         self._closeReason = self._closeReason or "server"
-        self._write(ws.close(code, reason))
+        self._beginClose(code, reason)
+        return True
+
+    def _beginClose(self, code: int, reason: str) -> None:
+        """Send our close frame; abort if the answer is not in within CLOSE_TIMEOUT."""
+        self._write(self.ws.close(code, reason))
         clock: IReactorTime = self.server.reactor
         self._closeCall = clock.callLater(CLOSE_TIMEOUT, self._closeTimedOut)
-        return True
 
     def _closeTimedOut(self) -> None:
         self._closeCall = None
@@ -295,8 +299,7 @@ class WebSocketProtocol(TCPProtocol):
         if self.closing:
             return False
         self._closeReason = reason
-        self._write(self.ws.close(GOING_AWAY if self.server.goingAway else NORMAL))
-        self._closeCall = self.server.reactor.callLater(CLOSE_TIMEOUT, self._closeTimedOut)
+        self._beginClose(GOING_AWAY if self.server.goingAway else NORMAL, "")
         return True
 
     def abort(self, reason: str) -> None:
@@ -321,13 +324,10 @@ class WebSocketProtocol(TCPProtocol):
         if self.ws is not None:
             for event in self.ws.receive_eof():
                 self.closeCode, self.closeText = event.code, event.reason
-        self.connected = 0
-        self._closeReason = self._closeReason or "peer"
-        try:
-            self.connectionClosed(self.closeCode, self.closeText)
-        except Exception:
-            log.failure("connectionClosed hook of connection {connId} failed", connId=self.connId)
-        self.server.unregister(self)
+        super().connectionLost(reason)
+
+    def _callClosedHook(self) -> None:
+        self.connectionClosed(self.closeCode, self.closeText)
 
     def describeState(self) -> str:
         if self.ws is None or self.ws.state is OPEN:
