@@ -42,13 +42,17 @@ from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT, write_status
-from tx_swoole.process.worker import CONTROL_OUT_FD, LISTEN_FD
+from tx_swoole.process.worker import ABORT_WAIT, CONTROL_OUT_FD, LISTEN_FD
 from tx_swoole.reactor import IServerReactor, default_reactor
 from tx_swoole.transport import refuse_new_connections
 
 log = SwooleLogger("tx_swoole.master")
 BOOT_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry of a worker that cannot boot
-KILL_GRACE = 0.5  # seconds past max_wait_time before a draining worker is SIGKILLed
+# Seconds past max_wait_time before a draining worker is SIGKILLed: the worker's own steps
+# after its deadline (aborted connections report connectionClosed within ABORT_WAIT, then
+# worker_stop and its exit), with a margin for a loaded machine.  Shorter, the kill could come
+# first and skip them.
+KILL_GRACE = ABORT_WAIT + 1.0
 STATUS_EVERY = 0.5  # seconds between status file writes
 
 
