@@ -3,6 +3,8 @@ case fed whole, byte by byte, and followed by more data."""
 
 from __future__ import annotations
 
+import json
+import random
 import zlib
 from typing import Any
 
@@ -228,6 +230,14 @@ CASES: dict[str, tuple[bytes, list[Any]]] = {
         )
         for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535)
     },
+    # 10: miscellaneous
+    "10.1.1 text 65536 auto-fragmented to 1300": (
+        b"".join(
+            c(CONT if i else TEXT, b"*" * min(1300, 65536 - i), fin=i + 1300 >= 65536)
+            for i in range(0, 65536, 1300)
+        ),
+        ["*" * 65536],
+    ),
     # masking
     "unmasked client frame": (
         frame(TEXT, b"hi"),
@@ -506,22 +516,87 @@ def test_one_frame_per_read_of_every_size_near_the_length_forms(op: int, size: i
     assert conn.receive(frame_) == [message]
 
 
-@pytest.mark.parametrize(
-    "offer",
-    [
-        "permessage-deflate",
-        "permessage-deflate; server_no_context_takeover",
-        "permessage-deflate; client_no_context_takeover",
-        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
-        "permessage-deflate; server_max_window_bits=9",
-        "permessage-deflate; client_max_window_bits=9",
-        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=10",
-    ],
-)
-@pytest.mark.parametrize("size", [16, 4096, 131072])
-def test_13_every_negotiated_parameter_set_round_trips(offer: str, size: int) -> None:
-    """As Autobahn's group 13: each parameter set, messages of several sizes, both ways, the
-    context kept (or not) over many messages."""
+# Autobahn's groups 12 and 13 whole: its 18 (message size, auto-fragment size) pairs, over its
+# five kinds of data with the default offer (12.1-12.5), and over its seven offers with JSON
+# (13.1-13.7); each case a run of messages cut in turn from the data, as Autobahn's are.
+MSG_SIZES = [(n, 0) for n in (16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072)] + [
+    (8192, 256), (16384, 256), (32768, 256), (65536, 256), (131072, 256), (131072, 1024),
+    (131072, 4096), (131072, 32768),
+]  # fmt: skip
+
+
+def _test_data() -> dict[str, str | bytes]:
+    """Stand-ins for Autobahn's files, of the same kinds: JSON and HTML (sent as text), a
+    bitmap, German prose and a PDF-like mix (sent as binary)."""
+    rows = [{"id": i, "name": f"item {i}", "tags": ["a", "b", str(i % 7)], "score": i * 0.5,
+             "ok": i % 3 == 0} for i in range(2000)]  # fmt: skip
+    html = "".join(f"<tr><td class='c{i % 5}'>Zeile {i}</td><td>&amp; {i * i}</td></tr>\n"
+                   for i in range(4000))  # fmt: skip
+    bitmap = bytes((x * y // 64 + (x ^ y) % 3) % 256 for y in range(512) for x in range(512))
+    faust = (
+        "Habe nun, ach! Philosophie, Juristerei und Medizin, und leider auch Theologie "
+        "durchaus studiert, mit heißem Bemühn. Da steh ich nun, ich armer Tor! "
+    ) * 1500
+    noise = random.Random(12).randbytes
+    pdf = b"%PDF-1.4\n" + b"".join(
+        b"%d 0 obj << /Length 1024 >> stream\n" % i + noise(1024) + b"\nendstream\n"
+        for i in range(200)
+    )  # fmt: skip
+    data: dict[str, str | bytes] = {
+        "json": json.dumps(rows),
+        "bitmap": bitmap,
+        "faust": faust.encode(),
+        "html": "<table>\n" + html + "</table>",
+        "pdf": pdf,
+    }
+    assert all(len(d) > 131072 for d in data.values())
+    return data
+
+
+TEST_DATA = _test_data()
+AUTOBAHN_OFFER = "permessage-deflate; client_no_context_takeover; client_max_window_bits"
+DEFLATE_OFFERS = [  # 13.1-13.7, as Autobahn's PerMessageDeflateOffer writes them
+    AUTOBAHN_OFFER,
+    AUTOBAHN_OFFER + "; server_no_context_takeover",
+    AUTOBAHN_OFFER + "; server_max_window_bits=9",
+    AUTOBAHN_OFFER + "; server_max_window_bits=15",
+    AUTOBAHN_OFFER + "; server_no_context_takeover; server_max_window_bits=9",
+    AUTOBAHN_OFFER + "; server_no_context_takeover; server_max_window_bits=15",
+    ", ".join([AUTOBAHN_OFFER + "; server_no_context_takeover; server_max_window_bits=9",
+               AUTOBAHN_OFFER + "; server_no_context_takeover", AUTOBAHN_OFFER]),
+]  # fmt: skip
+CASES_12_13 = [
+    (f"12.{j + 1}.{i + 1}", kind, AUTOBAHN_OFFER, size, frag)
+    for j, kind in enumerate(["json", "bitmap", "faust", "html", "pdf"])
+    for i, (size, frag) in enumerate(MSG_SIZES)
+] + [
+    (f"13.{j + 1}.{i + 1}", "json", offer, size, frag)
+    for j, offer in enumerate(DEFLATE_OFFERS)
+    for i, (size, frag) in enumerate(MSG_SIZES)
+]
+
+
+def autofragmented(ext: PerMessageDeflate, message: str | bytes, size: int) -> bytes:
+    """A compressed message as Autobahn's client sends it: deflated, then the deflated bytes
+    cut into frames of ``size`` (0: one frame), RSV1 on the first."""
+    op = TEXT if isinstance(message, str) else BINARY
+    data = ext.compress(message.encode() if isinstance(message, str) else message)
+    if not size or len(data) <= size:
+        return masked_frame(op, data, rsv1=True)
+    cuts = range(0, len(data), size)
+    return b"".join(
+        masked_frame(
+            CONT if at else op, data[at : at + size], fin=at + size >= len(data), rsv1=not at
+        )  # fmt: skip
+        for at in cuts
+    )
+
+
+@pytest.mark.parametrize(("case", "kind", "offer", "size", "frag"), CASES_12_13,
+                         ids=[case[0] for case in CASES_12_13])  # fmt: skip
+def test_12_13_compressed_echo(case: str, kind: str, offer: str, size: int, frag: int) -> None:
+    """Both ways, the context kept (or not) from one message to the next, each read a TCP
+    segment's worth."""
     server_ext = PerMessageDeflate.accept(offer)
     assert server_ext is not None
     client_ext = PerMessageDeflate.accept(server_ext.response())
@@ -529,9 +604,11 @@ def test_13_every_negotiated_parameter_set_round_trips(offer: str, size: int) ->
     client_ext.clientSide = True
     server = WebSocketConnection(deflate=server_ext, max_message=1 << 20)
     client = WebSocketConnection(client_side=True, deflate=client_ext, max_message=1 << 20)
-    for i in range(5):
-        text = f"{i}: the same words again and again " * (size // 36 + 1)
-        data = bytes((i * 7 + j) % 251 for j in range(size))
-        for message in (text, data):
-            assert client.receive(server.send(message)) == [message]
-            assert server.receive(client.send(message)) == [message]
+    data, at = TEST_DATA[kind], 0
+    for _ in range(4):
+        message = (data * 2)[at : at + size]  # cut in turn, wrapping at the end
+        at = (at + size) % len(data)
+        sent = autofragmented(client_ext, message, frag)
+        got = [e for i in range(0, len(sent), 1448) for e in server.receive(sent[i : i + 1448])]
+        assert got == [message]
+        assert client.receive(server.send(message)) == [message]

@@ -34,6 +34,7 @@ MESSAGES: list[tuple[bytes, bool, int | None]] = [  # payload, binary, fragment 
     ("ü€😀 fragmented ".encode() * 40, False, 7),
     (bytes(range(256)) * 300, True, None),
     (b"\x00" * 100000, True, 4096),
+    (b"*" * 65536, False, 1300),  # Autobahn's case 10.1.1
 ]
 
 

@@ -20,13 +20,21 @@ from tx_swoole.protocols._websocket import (
     PING,
     PONG,
     TEXT,
+    CloseFrame,
+    Ping,
+    Pong,
     WebSocketConnection,
     close_payload,
     frame,
     masked_frame,
 )
 from tx_swoole.protocols.http import Request
-from tx_swoole.protocols.websocket import CLOSE_TIMEOUT, WebSocketFactory, WebSocketProtocol
+from tx_swoole.protocols.websocket import (
+    CLOSE_TIMEOUT,
+    READ_SIZE,
+    WebSocketFactory,
+    WebSocketProtocol,
+)
 
 from .support import SocketStringTransport
 
@@ -55,6 +63,7 @@ class PendingTransport(SocketStringTransport):
     """Says how much it holds unsent, as the real transports do."""
 
     pending = 0
+    bufferSize = 65536  # Twisted's read size  # noqa: N815
 
     def pendingBytes(self) -> int:
         return self.pending
@@ -94,6 +103,11 @@ def test_the_handshake_hands_the_connection_over_with_its_id() -> None:
     assert frames(transport) == ["hi"]
     assert ws.server.push(ws.connId, b"pushed") and frames(transport) == [b"pushed"]
     assert ws.byteCounts()[0] > len(HANDSHAKE)
+
+
+def test_a_websocket_reads_a_64_kib_message_and_its_header_at_once() -> None:
+    ws, transport, _ = upgraded()
+    assert transport.bufferSize == READ_SIZE > 65536 + 14
 
 
 def test_a_plain_request_without_http_app_gets_426() -> None:
@@ -189,3 +203,71 @@ def test_refused_pushes_are_logged_once_until_the_reader_catches_up() -> None:
         assert not ws.send("x")
     refusals = [e for e in events if "refused" in e.get("log_format", "")]
     assert len(refusals) == 2  # once per time it fell behind
+
+
+class FrameRecorder(Recorder):
+    """Answers Swoole-style: pings by hand, a last word on the peer's close frame."""
+
+    def messageReceived(self, message: Any) -> None:
+        self.seen.append(message)
+        if isinstance(message, Pong):
+            return
+        if isinstance(message, Ping):
+            self.pong(message.payload)
+        elif isinstance(message, CloseFrame):
+            self.seen.append(("sent", self.send(f"bye {message.code}")))
+        else:
+            self.send(message)
+
+
+def frame_upgraded(settings: dict[str, Any]) -> tuple[Recorder, PendingTransport, task.Clock]:
+    ws, transport, clock = upgraded(settings)
+    ws.__class__ = FrameRecorder
+    return ws, transport, clock
+
+
+def test_with_open_websocket_ping_frame_the_application_answers_pings() -> None:
+    ws, transport, _ = frame_upgraded({"open_websocket_ping_frame": True})
+    ws.dataReceived(masked_frame(PING, b"p1") + masked_frame(TEXT, b"after"))
+    assert ws.seen[-2:] == [Ping(b"p1"), "after"] and ws.seen[-2].data == b"p1"
+    assert frames(transport) == [Pong(b"p1"), "after"]  # the pong is the application's
+    assert ws.server.push(ws.connId, Pong(b"unasked")) and frames(transport) == [Pong(b"unasked")]
+    assert ws.server.push(ws.connId, Ping(b"p2")) and frames(transport)[0] == Ping(b"p2")
+
+
+def test_without_it_pings_are_answered_and_kept_from_the_message_hook() -> None:
+    ws, transport, _ = frame_upgraded({})
+    ws.dataReceived(masked_frame(PING, b"p1") + masked_frame(PONG, b"p0"))
+    assert ws.seen[-1] == ("pong", b"p0") and frames(transport) == [Pong(b"p1")]
+
+
+def test_with_open_websocket_pong_frame_pongs_reach_the_message_hook_and_the_heartbeat() -> None:
+    ws, transport, clock = frame_upgraded({
+        "open_websocket_pong_frame": True, "websocket_ping_interval": 10,
+        "websocket_send_timeout": 0,
+    })  # fmt: skip
+    clock.advance(10)
+    assert frames(transport)[0] == Ping(b"")
+    ws.dataReceived(masked_frame(PONG, b""))
+    assert ws.seen[-1] == Pong(b"") and ws.seen[-1].opcode == PONG
+    clock.advance(10)
+    assert not transport.aborted and frames(transport)[0] == Ping(b"")
+
+
+def test_with_open_websocket_close_frame_the_peers_close_comes_first_and_may_be_answered() -> None:
+    ws, transport, _ = frame_upgraded({"open_websocket_close_frame": True})
+    ws.dataReceived(masked_frame(TEXT, b"last") + masked_frame(CLOSE, close_payload(4001, "done")))
+    assert ws.seen[-3:] == ["last", CloseFrame(4001, "done"), ("sent", True)]
+    assert ws.seen[-2].data == close_payload(4001, "done")
+    assert frames(transport)[:2] == ["last", "bye 4001"]  # then the reply to the close
+    assert transport.disconnecting and ws.ws.closeSent == (4001, "")
+
+
+def test_with_open_websocket_close_frame_the_answer_to_our_own_close_is_not_reported() -> None:
+    ws, transport, _ = frame_upgraded({"open_websocket_close_frame": True})
+    assert ws.disconnect(4000, "go")
+    transport.clear()
+    ws.dataReceived(masked_frame(CLOSE, b""))  # (as Swoole: our close ends the conversation)
+    assert ws.seen == [("open", "/room"), "early"]
+    assert transport.value() == b"" and transport.disconnecting
+    assert CloseFrame(1005, "").data == b"" and CloseFrame(1000, "x").data == b"\x03\xe8x"

@@ -15,7 +15,14 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tx_swoole.protocols._websocket import CLOSE, TEXT, WebSocketConnection, masked_frame
+from tx_swoole.protocols._websocket import (
+    CLOSE,
+    TEXT,
+    Closed,
+    WebSocketConnection,
+    close_payload,
+    masked_frame,
+)
 
 from .support import ROOT, Twistd, write_config
 
@@ -238,3 +245,19 @@ def test_a_server_of_swoole_style_functions(tmp_path: Any) -> None:
         with pytest.raises(InvalidStatus) as refused:
             connect(f"ws://127.0.0.1:{port}/private", open_timeout=10)
         assert refused.value.response.status_code == 401
+
+
+def test_swoole_frame_settings_hand_control_frames_to_the_message_function(tmp_path: Any) -> None:
+    settings = {"worker_num": 0, "open_websocket_ping_frame": True,
+                "open_websocket_close_frame": True}  # fmt: skip
+    cfg = write_config(tmp_path, {"type": "websocket", "port": 0}, settings,
+                       {"message": "tests.ws_apps:on_frame"})  # fmt: skip
+    with Twistd(cfg, cwd=ROOT) as twistd:
+        port = twistd.port()
+        with connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as ws:
+            assert ws.ping(b"beat").wait(10)  # the function's own pong
+            assert ws.recv(timeout=10) == "pinged beat"
+        with raw_client(port) as sock:  # the close frame is the function's before its reply
+            sock.sendall(masked_frame(CLOSE, close_payload(4001, "done")))
+            events = read_until_closed(sock)
+        assert events[0] == "closing 4001 done" and events[-1] == Closed(4001, "")

@@ -8,7 +8,7 @@ from twisted.internet import defer, task
 
 from tx_swoole.errors import WebSocketHandshakeError
 from tx_swoole.protocols.http import Request, Response
-from tx_swoole.protocols.websocket import WebSocketProtocol
+from tx_swoole.protocols.websocket import CloseFrame, Ping, Pong, WebSocketProtocol
 
 
 class Echo(WebSocketProtocol):
@@ -76,3 +76,14 @@ async def on_message(server: Any, connId: int, message: str | bytes) -> None:
 
 def on_close(server: Any, connId: int, code: int, reason: str) -> None:
     server.broadcast(f"{connId} left with {code}")
+
+
+def on_frame(server: Any, connId: int, message: Any) -> None:
+    """With Swoole's open_websocket_ping_frame and close_frame: control frames come here."""
+    if isinstance(message, Ping):
+        server.push(connId, Pong(message.data))  # answered by hand, as Swoole's onMessage does
+        server.push(connId, f"pinged {message.data.decode()}")
+    elif isinstance(message, CloseFrame):
+        server.push(connId, f"closing {message.code} {message.reason}")
+    else:
+        server.push(connId, message)

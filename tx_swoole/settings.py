@@ -75,6 +75,11 @@ class Settings:
     # Seconds between the server's pings to each WebSocket connection (0: none); a connection
     # that has not answered one ping by the next is closed (reason heartbeat).
     websocket_ping_interval: float = field(default=0.0, metadata=_meta(0, 86400))
+    # Swoole's: hand WebSocket pings (then not answered for you: the application sends the
+    # pong), pongs, and the peer's close frame to the message hook as frame objects.
+    open_websocket_ping_frame: bool = False
+    open_websocket_pong_frame: bool = False
+    open_websocket_close_frame: bool = False
     # Seconds a WebSocket reader may keep more than buffer_output_size unsent before it is
     # closed with 1008 (0: never; pushes are refused meanwhile either way).
     websocket_send_timeout: float = field(default=60.0, metadata=_meta(0, 86400))

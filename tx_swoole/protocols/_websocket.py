@@ -7,8 +7,9 @@ owns the transport and the timers.
 Events from :meth:`WebSocketConnection.receive`, in order:
 
 - a ``str`` (a whole text message) or ``bytes`` (a whole binary message);
-- :class:`Ping` / :class:`Pong` (control frames; a ping is answered for you: a :class:`Send`
-  with the pong follows it);
+- :class:`Ping` / :class:`Pong` (control frames; a ping is answered for you, a :class:`Send`
+  with the pong following it, unless ``auto_pong`` is False);
+- :class:`CloseFrame` (with ``close_frames``: the peer's close frame, before the reply to it);
 - :class:`Send`: bytes to write now (a pong, the reply to a close, the close that fails the
   connection);
 - :class:`Closed`: the connection is closed for WebSocket (the close handshake completed, or the
@@ -37,6 +38,7 @@ __all__ = [
     "CLOSED",
     "CLOSING",
     "OPEN",
+    "CloseFrame",
     "Closed",
     "PerMessageDeflate",
     "Ping",
@@ -70,12 +72,18 @@ OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 
 
 class Ping:
-    """A ping frame arrived (its pong is sent for you)."""
+    """A ping frame (one arrived, or one to send).  ``opcode`` and ``data`` as Swoole's
+    ``Frame`` has them."""
 
     __slots__ = ("payload",)
+    opcode = PING
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes = b"") -> None:
         self.payload = payload
+
+    @property
+    def data(self) -> bytes:
+        return self.payload
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.payload == self.payload
@@ -85,9 +93,33 @@ class Ping:
 
 
 class Pong(Ping):
-    """A pong frame arrived."""
+    """A pong frame (one arrived, or one to send)."""
 
     __slots__ = ()
+    opcode = PONG
+
+
+class CloseFrame:
+    """The peer's close frame, as it came (``code`` 1005 when it had none); the close
+    handshake goes on by itself."""
+
+    __slots__ = ("code", "reason")
+    opcode = CLOSE
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code, self.reason = code, reason
+
+    @property
+    def data(self) -> bytes:
+        return b"" if self.code == NO_STATUS else close_payload(self.code, self.reason)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CloseFrame) and (other.code, other.reason) == (
+            self.code, self.reason,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"CloseFrame({self.code}, {self.reason!r})"
 
 
 class Send:
@@ -316,11 +348,13 @@ class WebSocketConnection:
     ``client_side``: frames we send are masked and frames we receive must not be (a server:
     the reverse).  ``max_message``: the largest message accepted, in bytes after inflation
     (larger: close 1009).  ``deflate``: the negotiated :class:`PerMessageDeflate`, or None.
+    ``auto_pong``: answer pings (False: the application does, with :meth:`pong`).
+    ``close_frames``: report the peer's close frame as a :class:`CloseFrame` event.
     """
 
     __slots__ = (
-        "clientSide", "maxMessage", "deflate", "state", "bytesIn", "bytesOut", "closeSent",
-        "_buf", "_op", "_parts", "_size", "_decoder", "_compressed",
+        "clientSide", "maxMessage", "deflate", "autoPong", "closeFrames", "state", "bytesIn",
+        "bytesOut", "closeSent", "_buf", "_op", "_parts", "_size", "_decoder", "_compressed",
     )  # fmt: skip
 
     def __init__(
@@ -328,10 +362,14 @@ class WebSocketConnection:
         client_side: bool = False,
         max_message: int = 2 * 1024 * 1024,
         deflate: PerMessageDeflate | None = None,
+        auto_pong: bool = True,
+        close_frames: bool = False,
     ) -> None:
         self.clientSide = client_side
         self.maxMessage = max_message
         self.deflate = deflate
+        self.autoPong = auto_pong
+        self.closeFrames = close_frames
         self.state = OPEN
         self.bytesIn = self.bytesOut = 0
         self.closeSent: tuple[int, str] | None = None  # (code, reason) of the close we sent
@@ -400,8 +438,8 @@ class WebSocketConnection:
                     start += 4
                     if end - start < length:
                         break
-                    if view is buf:  # unmask from the buffer itself, without a copy first
-                        with memoryview(buf) as whole:
+                    if view is buf or length > 512:  # unmask in place, without a copy first
+                        with memoryview(view) as whole:
                             part = whole[start : start + length]
                             payload = apply_mask(part, key)
                             part.release()
@@ -481,7 +519,7 @@ class WebSocketConnection:
             self._fragment(op, bool(fin), b0 & 0x40, payload, events)
         elif op == PING:
             events.append(Ping(payload))
-            if self.state is OPEN:
+            if self.state is OPEN and self.autoPong:
                 events.append(Send(self._frame_out(PONG, payload)))
         elif op == PONG:
             events.append(Pong(payload))
@@ -527,6 +565,8 @@ class WebSocketConnection:
                 raise _PeerError(INVALID_DATA, "close reason is not valid UTF-8") from None
         else:
             code, reason = NO_STATUS, ""
+        if self.closeFrames:
+            events.append(CloseFrame(code, reason))
         if self.state is OPEN:  # the peer began the close: answer with its code
             events.append(Send(self._frame_out(CLOSE, payload[:2])))
             self.closeSent = (code, "")
@@ -552,18 +592,24 @@ class WebSocketConnection:
         self.bytesOut += len(data)
         return data
 
-    def send(self, message: str | bytes) -> bytes:
-        """A message as bytes to write: text for ``str``, binary for ``bytes``; b"" once
-        the close began (nothing may follow a close frame)."""
+    def send(self, message: str | bytes | Ping) -> bytes:
+        """A message as bytes to write: text for ``str``, binary for ``bytes``, a control
+        frame for a :class:`Ping` or :class:`Pong`; b"" once the close began (nothing may
+        follow a close frame)."""
         if self.state is not OPEN:
             return b""
         return self.encode(message)
 
-    def encode(self, message: str | bytes) -> bytes:
+    def encode(self, message: str | bytes | Ping) -> bytes:
         """A message as a frame whatever the state: for answers to messages that arrived
-        before the peer's close, written before the reply to it (the glue knows when)."""
+        before the peer's close, written before the reply to it (the glue knows when).  A
+        :class:`Ping` or :class:`Pong` only while open."""
         if isinstance(message, str):
             opcode, payload = TEXT, message.encode()
+        elif isinstance(message, Ping):
+            if message.opcode == PONG:
+                return self.pong(message.payload)
+            return self.ping(message.payload)
         else:
             opcode, payload = BINARY, bytes(message)
         if self.deflate is not None:
@@ -582,7 +628,8 @@ class WebSocketConnection:
         return self._frame_out(PING, payload) if self.state is OPEN else b""
 
     def pong(self, payload: bytes = b"") -> bytes:
-        """An unsolicited pong frame (a heartbeat the peer need not answer)."""
+        """A pong frame: the answer to a ping (with ``auto_pong`` False), or unsolicited (a
+        heartbeat the peer need not answer)."""
         if len(payload) > 125:
             raise ValueError(f"pong payload of {len(payload)} bytes (at most 125)")
         return self._frame_out(PONG, payload) if self.state is OPEN else b""

@@ -46,6 +46,7 @@ from tx_swoole.protocols._websocket import (
     OPEN,
     POLICY,
     Closed,
+    CloseFrame,
     PerMessageDeflate,
     Ping,
     Pong,
@@ -60,6 +61,9 @@ from tx_swoole.settings import Settings
 
 __all__ = [
     "CLOSE_TIMEOUT",
+    "CloseFrame",
+    "Ping",
+    "Pong",
     "WebSocketFactory",
     "WebSocketProtocol",
     "is_websocket_request",
@@ -67,6 +71,10 @@ __all__ = [
 ]
 log = SwooleLogger("tx_swoole.websocket")
 CLOSE_TIMEOUT = 5.0  # seconds the peer has to answer a close we sent
+# Bytes a WebSocket connection reads at a time: twice Twisted's 64 KiB, so that a 64 KiB
+# message and its frame header come in one read instead of two (larger reads cost more than
+# they save: CPython allocates the whole size for each).
+READ_SIZE = 128 * 1024
 _101 = status_line(101)
 
 
@@ -114,13 +122,17 @@ class WebSocketProtocol(TCPProtocol):
         """Override: the handshake is done; ``self.connId`` is set."""
 
     def messageReceived(self, message: str | bytes) -> Any:
-        """Override: a whole message (``str`` for text, ``bytes`` for binary)."""
+        """Override: a whole message (``str`` for text, ``bytes`` for binary); also the
+        :class:`Ping`, :class:`Pong` and :class:`CloseFrame` frames that Swoole's
+        ``open_websocket_ping_frame``, ``_pong_frame`` and ``_close_frame`` settings ask for."""
 
     def pingReceived(self, payload: bytes) -> None:
-        """Override: a ping arrived (the pong is already sent)."""
+        """Override: a ping arrived (the pong is already sent); with
+        ``open_websocket_ping_frame`` the ping goes to :meth:`messageReceived` instead."""
 
     def pongReceived(self, payload: bytes) -> None:
-        """Override: a pong arrived."""
+        """Override: a pong arrived (unless ``open_websocket_pong_frame`` sends it to
+        :meth:`messageReceived`)."""
 
     def connectionClosed(self, code: int, reason: str) -> None:  # type: ignore[override]
         """Override: the connection is gone; ``code``/``reason`` from the close handshake
@@ -130,10 +142,16 @@ class WebSocketProtocol(TCPProtocol):
     def accept(self, request: Request, deflate: PerMessageDeflate | None) -> None:
         """Start speaking WebSocket (the factory calls it once the 101 is sent)."""
         self.request = request
-        self.ws = WebSocketConnection(max_message=self.server.settings.package_max_length,
-                                      deflate=deflate)  # fmt: skip
+        s = self.server.settings
+        self.ws = WebSocketConnection(
+            max_message=s.package_max_length, deflate=deflate,
+            auto_pong=not s.open_websocket_ping_frame, close_frames=s.open_websocket_close_frame,
+        )  # fmt: skip
 
     def connectionMade(self) -> None:
+        transport: Any = self.transport
+        if getattr(transport, "bufferSize", 0) == 65536:  # a TCP socket's: read more at once
+            transport.bufferSize = READ_SIZE
         request = self.request
         self._runHook(self.connectionOpened, "connectionOpened", request)
         if not self.keepRequest:  # as Swoole's onOpen: the request is the open hook's
@@ -151,13 +169,17 @@ class WebSocketProtocol(TCPProtocol):
                 self._deliver(events[0])
                 return
         messages: list[Any] = []
+        frames = self.server.frameEvents
         for event in events:
             cls = event.__class__
-            if cls is str or cls is bytes:
+            if cls is Pong:
+                self._pingSent = False
+            if cls is str or cls is bytes or cls in frames:
                 messages.append(event)
                 continue
             if messages:  # in order: what came before a control frame is handled first
-                self._replyUnsent = self.ws.state is CLOSED
+                # (its answers go out before our reply to the peer's close, if that is next)
+                self._replyUnsent = cls is Send and self.ws.state is CLOSED
                 self._handOver(messages)
                 self._replyUnsent = False
                 messages = []
@@ -166,7 +188,6 @@ class WebSocketProtocol(TCPProtocol):
             elif cls is Ping:
                 self._safely(self.pingReceived, event.payload)
             elif cls is Pong:
-                self._pingSent = False
                 self._safely(self.pongReceived, event.payload)
             elif cls is Closed:
                 self._closed(event)
@@ -200,8 +221,9 @@ class WebSocketProtocol(TCPProtocol):
             self.bytesOut += len(data)
             self.transport.write(data)
 
-    def send(self, message: str | bytes) -> bool:
-        """Send a message (text for ``str``, binary for ``bytes``); False (logged) when the
+    def send(self, message: str | bytes | Ping) -> bool:
+        """Send a message (text for ``str``, binary for ``bytes``; a :class:`Ping` or
+        :class:`Pong` frame); False (logged) when the
         connection is closing or more than ``buffer_output_size`` is unsent."""
         ws = self.ws
         if self._replyUnsent:  # answering a message that came just before the peer's close
@@ -261,6 +283,10 @@ class WebSocketProtocol(TCPProtocol):
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping; its pong comes to :meth:`pongReceived`."""
         self._write(self.ws.ping(payload))
+
+    def pong(self, payload: bytes = b"") -> None:
+        """Send a pong: the answer to a ping with ``open_websocket_ping_frame = true``."""
+        self._write(self.ws.pong(payload))
 
     def disconnect(self, code: int = NORMAL, reason: str = "") -> bool:
         """Begin the close handshake with ``code`` and ``reason``; the TCP connection closes
@@ -368,6 +394,12 @@ class WebSocketFactory(HTTPFactory):
         checks = [x for x in (s.websocket_ping_interval, s.websocket_send_timeout / 4) if x]
         self._heartbeatEvery = min(checks) if checks else 0.0  # one pass over the connections
         self._lastPing = 0.0
+        #: The control frames handed to the message hook (Swoole's open_websocket_*_frame).
+        self.frameEvents = frozenset(
+            kind for kind, on in ((Ping, s.open_websocket_ping_frame),
+                                  (Pong, s.open_websocket_pong_frame),
+                                  (CloseFrame, s.open_websocket_close_frame)) if on
+        )  # fmt: skip
 
     def startFactory(self) -> None:
         super().startFactory()
@@ -482,7 +514,7 @@ class WebSocketFactory(HTTPFactory):
         p = self._ws(connId)
         return p is not None and p.ws.state is OPEN and not p.closing
 
-    def push(self, connId: int, data: str | bytes) -> bool:
+    def push(self, connId: int, data: str | bytes | Ping) -> bool:
         """Send a message to WebSocket connection ``connId``; False (logged) if it is not one,
         is gone or closing, or has more than ``buffer_output_size`` unsent."""
         p = self._ws(connId)
