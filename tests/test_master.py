@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any
 
@@ -47,7 +48,7 @@ class FakeReactor(task.Clock):
 
 
 class Harness:
-    def __init__(self, worker_num: int = 2, max_wait_time: float = 3) -> None:
+    def __init__(self, worker_num: int = 2, max_wait_time: float = 3, task_worker_num: int = 0):
         self.reactor = FakeReactor()
         self.spawned: list[tuple[WorkerProcess, FakeProcess, list[str], dict[int, Any]]] = []
         self.sock = socket.socket()
@@ -55,7 +56,9 @@ class Harness:
         self.sock.listen(5)
         config = parse_config({
             "server": {"type": "http", "port": 0, "app": "m:h"},
-            "settings": {"worker_num": worker_num, "max_wait_time": max_wait_time},
+            "settings": {"worker_num": worker_num, "max_wait_time": max_wait_time,
+                         "task_worker_num": task_worker_num},
+            "events": {"task": "m:t"} if task_worker_num else {},
         })  # fmt: skip
         self.master = MasterService(
             config, reactor=self.reactor, spawn=self.spawn, sockets=[self.sock]
@@ -75,8 +78,8 @@ class Harness:
     def process(self, pid: int) -> FakeProcess:
         return next(proc for _, proc, _, _ in self.spawned if proc.pid == pid)
 
-    def ready(self, pid: int) -> None:
-        self.proto(pid).childDataReceived(4, encode("ready", pid=pid))
+    def ready(self, pid: int, **fields: Any) -> None:
+        self.proto(pid).childDataReceived(4, encode("ready", pid=pid, **fields))
 
     def exit(self, pid: int, code: int = 0) -> None:
         reason = ProcessDone(0) if code == 0 else ProcessTerminated(exitCode=code)
@@ -101,7 +104,8 @@ def test_spawns_workers_with_stable_ids_socket_and_control_channel(h: Harness) -
     h.master.startService()
     assert h.pids() == {0: 1000, 1: 1001}
     _, _, args, fds = h.spawned[0]
-    assert args[1:3] == ["-m", "tx_swoole.process.worker"] and args[-3:] == ["0", "1", ""]
+    assert args[1:3] == ["-m", "tx_swoole.process.worker"]
+    assert args[-4:] == ["0", "1", "", "worker"]
     assert fds[3] == h.sock.fileno() and fds[0] == "w" and fds[4] == "r"
 
 
@@ -254,8 +258,8 @@ def test_status_reports_workers(h: Harness) -> None:
     status = h.master.status()
     assert status["master"]["generation"] == 1
     assert status["workers"][0] | {"age": 0} == {
-        "id": 0, "pid": 1000, "generation": 1, "state": "ready", "age": 0, "connections": 2,
-        "requests": 40,
+        "id": 0, "kind": "worker", "pid": 1000, "generation": 1, "state": "ready", "age": 0,
+        "connections": 2, "requests": 40,
     }  # fmt: skip
 
 
@@ -293,3 +297,81 @@ def test_max_request_jitter(max_request: int, grace: Any, low: int, high: int) -
     assert all(low <= x <= high for x in limits)
     if high - low > 10:
         assert len(limits) > 1  # jittered, so workers do not all recycle at once
+
+
+# -- task workers ---------------------------------------------------------------------------------
+@pytest.fixture
+def t():
+    harness = Harness(worker_num=2, task_worker_num=2)
+    yield harness
+    harness.close()
+
+
+def kinds(h: Harness) -> list[tuple[str, int, int]]:
+    return [(w["kind"], w["id"], w["pid"]) for w in h.master.status()["workers"]]
+
+
+def announced(h: Harness, pid: int) -> list[tuple[int, str, int]]:
+    return [(m["index"], m["path"], m["pid"]) for m in h.process(pid).messages()
+            if m["type"] == "task_worker"]  # fmt: skip
+
+
+def test_task_workers_spawn_without_the_socket_and_are_announced_to_every_worker(
+    t: Harness,
+) -> None:
+    t.master.startService()
+    (_, _, args0, fds0), (_, _, args1, _) = t.spawned[:2]  # the task workers come first
+    assert args0[-3:-1] == ["", "task"] and args0[-1].endswith("task-0-1.sock")
+    assert 3 not in fds0 and fds0[4] == "r"
+    assert kinds(t) == [("worker", 0, 1002), ("worker", 1, 1003), ("task", 0, 1000),
+                        ("task", 1, 1001)]  # fmt: skip
+    t.ready(1000, path=args0[-1])
+    assert announced(t, 1002) == announced(t, 1003) == [(0, args0[-1], 1000)]
+    t.ready(1002)
+    t.master.replace(0, "test")  # a new worker hears of the task workers already ready
+    assert announced(t, 1004) == [(0, args0[-1], 1000)]
+    assert announced(t, 1002)[-1] == (0, args0[-1], 1000)  # (the old one keeps them)
+    t.ready(1001, path=args1[-1])
+    for pid in (1002, 1003, 1004):  # the one being replaced too: it may still send tasks
+        assert announced(t, pid)[-1] == (1, args1[-1], 1001)
+
+
+def test_sigusr2_replaces_the_task_workers_only_new_first(t: Harness) -> None:
+    t.master.startService()
+    for pid in range(1000, 1004):
+        t.ready(pid, path=f"/p{pid}")
+    t.master.reloadTaskWorkers()
+    new = [(args[-2], args[-1]) for _, _, args, _ in t.spawned[4:]]
+    assert new == [("task", t.master.runDir + "/task-0-2.sock"),
+                   ("task", t.master.runDir + "/task-1-2.sock")]  # fmt: skip
+    assert not any(m["type"] == "drain" for m in t.process(1000).messages())
+    t.ready(1004, path="/new0")
+    assert t.process(1000).messages()[-1]["type"] == "drain"
+    assert announced(t, 1002)[-1] == (0, "/new0", 1004)
+    assert all(m["type"] != "drain" for pid in (1002, 1003) for m in t.process(pid).messages())
+
+
+def test_a_crashed_task_worker_is_respawned_and_recycles_on_task_max_request(t: Harness) -> None:
+    t.master.startService()
+    for pid in range(1000, 1004):
+        t.ready(pid, path=f"/p{pid}")
+    t.exit(1001, code=-9)
+    assert ("task", 1, 1004) in kinds(t)
+    t.ready(1004, path="/p1004")
+    t.proto(1000).childDataReceived(4, encode("recycle", pid=1000))
+    assert t.spawned[-1][2][-2] == "task" and t.spawned[-1][1].pid == 1005
+
+
+def test_shutdown_drains_the_workers_before_the_task_workers(t: Harness) -> None:
+    t.master.startService()
+    for pid in range(1000, 1004):
+        t.ready(pid, path=f"/p{pid}")
+    done = t.master.stopService()
+    drained = lambda pid: any(m["type"] == "drain" for m in t.process(pid).messages())  # noqa: E731
+    assert drained(1002) and drained(1003) and not drained(1000)
+    t.exit(1002)
+    t.exit(1003)
+    assert drained(1000) and drained(1001) and not done.called
+    t.exit(1000)
+    t.exit(1001)
+    assert done.called and not os.path.exists(t.master.runDir)

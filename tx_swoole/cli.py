@@ -67,12 +67,18 @@ def cmd_status(pidfile: str, as_json: bool) -> int:
     if m.get("in_process"):
         print(f"pid {m['pid']}  serving in process (worker_num = 0)  up {m['uptime']:.0f}s")
     else:
+        workers = [w for w in status["workers"] if w.get("kind", "worker") == "worker"]
+        tasks = len(status["workers"]) - len(workers)
         print(f"master pid {m['pid']}  generation {m['generation']}  up {m['uptime']:.0f}s  "
-              f"workers {len(status['workers'])}/{m['worker_num']}"
+              f"workers {len(workers)}/{m['worker_num']}"
+              + (f"  task workers {tasks}/{m['task_worker_num']}"
+                 if m.get("task_worker_num") else "")
               + ("  (reloading)" if m.get("reloading") else ""))  # fmt: skip
-    print(f"{'id':>3} {'pid':>8} {'gen':>4} {'state':>9} {'age':>8} {'conns':>6} {'requests':>9}")
+    print(f"{'kind':>6} {'id':>3} {'pid':>8} {'gen':>4} {'state':>9} {'age':>8} {'conns':>6} "
+          f"{'requests':>9}")  # fmt: skip
     for w in status["workers"]:
-        print(f"{w['id']:>3} {w['pid']:>8} {w['generation']:>4} {w['state']:>9} "
+        kind = w.get("kind", "worker")
+        print(f"{kind:>6} {w['id']:>3} {w['pid']:>8} {w['generation']:>4} {w['state']:>9} "
               f"{w['age']:>7.0f}s {w['connections']:>6} {w['requests']:>9}")  # fmt: skip
     return 0
 

@@ -20,7 +20,10 @@ from tx_swoole.errors import AppImportError, ConfigError
 from tx_swoole.settings import Settings, closest, make_settings
 
 SERVER_TYPES = ("http", "tcp", "websocket")
-EVENTS = ("worker_start", "worker_stop", "worker_exit", "handshake", "open", "message", "close")
+EVENTS = (
+    "worker_start", "worker_stop", "worker_exit", "handshake", "open", "message", "close",
+    "task", "finish",
+)  # fmt: skip
 # Swoole's onHandshake/onOpen/onMessage/onClose: functions instead of a protocol class.
 WEBSOCKET_EVENTS = ("handshake", "open", "message", "close")
 _SERVER_KEYS = ("type", "host", "port", "app", "http_app")
@@ -133,6 +136,16 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
             if server["app"] else "[server] app is missing: name a WebSocketProtocol subclass, "
             "or the functions [events] message (and open, close, handshake)"
         )  # fmt: skip
+    if settings.task_worker_num and "task" not in events:
+        raise ConfigError(f"task_worker_num = {settings.task_worker_num} needs [events] task = "
+                          '"module:function" (what the task workers run)')  # fmt: skip
+    if "task" in events and not settings.task_worker_num:
+        raise ConfigError("[events] task is set but task_worker_num = 0: set task_worker_num "
+                          "(task worker processes to run it)")  # fmt: skip
+    if settings.task_worker_num and not settings.worker_num:
+        raise ConfigError(f"task_worker_num = {settings.task_worker_num} needs worker_num >= 1: "
+                          "task workers are processes the master supervises (worker_num = 0 "
+                          "serves in one process)")  # fmt: skip
     return ServerConfig(
         settings=settings,
         events=events,

@@ -186,3 +186,41 @@ class RedisWrongProcessError(RedisError):
 
 class WatchError(RedisError):
     """A ``WATCH``ed key changed before ``EXEC``; the transaction did not run."""
+
+
+class TaskError(SwooleError):
+    """Base of the errors of ``server.task()`` (task workers, ``task_worker_num``)."""
+
+
+class TaskFailedError(TaskError):
+    """The task handler raised: ``type`` is its exception's class name (module-qualified),
+    ``message`` its message; the traceback is in the task worker's log."""
+
+    def __init__(self, task_id: int, type_name: str, message: str) -> None:
+        super().__init__(f"task {task_id} raised {type_name}: {message}")
+        self.taskId, self.type, self.message = task_id, type_name, message
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """No result within the ``timeout`` given to ``server.task()``.  The task may still run
+    (a task worker is not interrupted); its late result is dropped."""
+
+
+class TaskWorkerDiedError(TaskError, ConnectionError):
+    """The task worker holding the task died (it is respawned); the task may or may not have
+    run.  Later tasks go to the living task workers and the replacement."""
+
+
+class TaskQueueFullError(TaskError):
+    """This worker already waits on ``task_queue_max`` tasks; raise the setting, add task
+    workers (``task_worker_num``), or send fewer tasks at once."""
+
+
+class TaskSerializationError(TaskError, ValueError):
+    """A task's data or result cannot cross processes: pickle refused it (the message says
+    why), or it pickles to more than ``package_max_length`` bytes."""
+
+
+class NoTaskWorkersError(TaskError):
+    """``server.task()`` with ``task_worker_num = 0``, in the in-process server
+    (``worker_num = 0``), or with a ``dstWorkerId`` that names no task worker."""

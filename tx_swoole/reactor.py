@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
     IReactorSocket,
     IReactorTCP,
     IReactorTime,
+    IReactorUNIX,
 )
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.logger import Logger
@@ -43,6 +44,7 @@ class IServerReactor(
     IReactorTime,
     IReactorFDSet,
     IReactorTCP,
+    IReactorUNIX,
     IReactorSocket,
     IReactorProcess,
     IReactorFromThreads,

@@ -34,6 +34,12 @@ class Settings:
     # Processes.  Swoole defaults worker_num to the CPU count; 0 runs the app in-process.
     worker_num: int = field(default=os.cpu_count() or 1, metadata=_meta(0, 1024))
     max_request: int = field(default=0, metadata=_meta(0, _MAX_INT))
+    # Task workers (Swoole's): processes running [events] task for server.task(); 0 = none.
+    task_worker_num: int = field(default=0, metadata=_meta(0, 1024))
+    # Tasks after which a task worker is replaced (0 = never), jittered as max_request is.
+    task_max_request: int = field(default=0, metadata=_meta(0, _MAX_INT))
+    # Tasks one worker may have outstanding (sent or waiting) before task() refuses more.
+    task_queue_max: int = field(default=10000, metadata=_meta(1, _MAX_INT))
     # None = Swoole's default: max_request // 2 when max_request > 10, else 0.
     max_request_grace: int | None = field(default=None, metadata=_meta(0, _MAX_INT))
     max_wait_time: float = field(default=3.0, metadata=_meta(0.01, 3600))
@@ -111,7 +117,7 @@ class Settings:
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 # Swoole settings this library does not have (yet): named as such, not taken for typos.
 NOT_SUPPORTED = frozenset({
-    "task_worker_num", "task_max_request", "task_ipc_mode", "task_enable_coroutine",
+    "task_ipc_mode", "task_enable_coroutine",
     "task_tmpdir", "ssl_cert_file", "ssl_key_file", "ssl_ciphers", "ssl_protocols",
     "ssl_verify_peer", "ssl_client_cert_file", "ssl_allow_self_signed", "ssl_verify_depth",
     "open_http2_protocol", "open_websocket_protocol", "enable_static_handler", "document_root",

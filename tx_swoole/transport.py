@@ -60,6 +60,14 @@ def write_through(transport: tcp.Connection, data: bytes) -> None:
         _buffered_write(transport, data[sent:])
 
 
+def send_now(transport: Any, data: bytes) -> None:
+    """``write_through`` on a socket's transport (TCP or Unix), ``write`` on any other."""
+    if isinstance(transport, tcp.Connection):
+        write_through(transport, data)
+    else:
+        transport.write(data)
+
+
 _HOT = ("dataBuffer", "offset", "disconnecting", "_writeDisconnected", "TLS", "bufferSize")
 
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +67,8 @@ class Worker:
     started: float
     pid: int = 0
     state: str = "booting"  # booting, ready, draining, exited
+    kind: str = "worker"  # or "task" (a task worker: id is its index, 0..task_worker_num-1)
+    path: str = ""  # a task worker's socket
     connections: int = 0
     requests: int = 0
     process: Any = None
@@ -73,7 +77,8 @@ class Worker:
     killCall: Any = None
 
     def describe(self) -> str:
-        return f"worker {self.id} (pid {self.pid}, generation {self.generation})"
+        name = f"task worker #{self.id}" if self.kind == "task" else f"worker {self.id}"
+        return f"{name} (pid {self.pid}, generation {self.generation})"
 
 
 class WorkerProcess(ProcessProtocol):
@@ -143,8 +148,11 @@ class MasterService(Service):
         self.statusPath = os.path.abspath(pidfile) + ".status.json" if pidfile else None
         self.generation = 1
         self.workers: dict[int, Worker] = {}
+        self.taskWorkers: dict[int, Worker] = {}
         self.retiring: list[Worker] = []
-        self.bootFailures: dict[int, int] = {}
+        self.live: list[Worker] = []  # every process spawned and not yet exited
+        self.bootFailures: dict[tuple[str, int], int] = {}
+        self.runDir = ""  # private directory of the task workers' sockets
         self.reloading: defer.Deferred[None] | None = None
         self.reloadQueued = False
         self.shuttingDown: defer.Deferred[None] | None = None
@@ -172,6 +180,11 @@ class MasterService(Service):
             "master (pid {pid}) listening on {host}:{port}; starting {n} workers",
             pid=os.getpid(), host=host, port=port, n=self.settings.worker_num,
         )  # fmt: skip
+        if self.settings.task_worker_num:
+            self.runDir = tempfile.mkdtemp(prefix="tx_swoole-")  # 0700: ours alone
+            log.info("starting {n} task workers", n=self.settings.task_worker_num)
+        for tid in range(self.settings.task_worker_num):
+            self.taskWorkers[tid] = self._spawn(tid, kind="task")
         for wid in range(self.settings.worker_num):
             self.workers[wid] = self._spawn(wid)
         self.reactor.callWhenRunning(self._installSignals)
@@ -181,29 +194,43 @@ class MasterService(Service):
 
         handlers = shutdown_handlers(self.reactor)
         handlers[signal.SIGUSR1] = self.reload
+        handlers[signal.SIGUSR2] = self.reloadTaskWorkers
         install_signals(self.reactor, handlers)
 
-    def _spawn(self, wid: int, generation: int | None = None) -> Worker:
-        worker = Worker(wid, generation or self.generation, self.reactor.seconds())
+    def table(self, kind: str) -> dict[int, Worker]:
+        """The workers (``worker``) or the task workers (``task``), by id."""
+        return self.taskWorkers if kind == "task" else self.workers
+
+    def _spawn(self, wid: int, generation: int | None = None, kind: str = "worker") -> Worker:
+        worker = Worker(wid, generation or self.generation, self.reactor.seconds(), kind=kind)
         args = [
             self.executable, "-m", "tx_swoole.process.worker",
             json.dumps(self.config.to_dict()), str(wid), str(worker.generation),
-            self.reactorName or "",
+            self.reactorName or "", kind,
         ]  # fmt: skip
-        listen = self.sockets[wid % len(self.sockets)].fileno()
-        child_fds: dict[int, int | str] = {
-            0: "w",
-            1: "r",
-            2: "r",
-            LISTEN_FD: listen,
-            CONTROL_OUT_FD: "r",
-        }
+        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r", CONTROL_OUT_FD: "r"}
+        if kind == "task":
+            args.append(os.path.join(self.runDir, f"task-{wid}-{worker.generation}.sock"))
+        else:
+            child_fds[LISTEN_FD] = self.sockets[wid % len(self.sockets)].fileno()
         worker.process = self.spawn(
             WorkerProcess(self, worker), self.executable, args, env=os.environ,
             childFDs=child_fds,
         )  # fmt: skip
         worker.pid = getattr(worker.process, "pid", 0) or 0
+        self.live.append(worker)
+        if kind == "worker":  # where the task workers are (later ones are announced)
+            for tw in self.taskWorkers.values():
+                if tw.state == "ready":
+                    self._tell(worker, "task_worker", index=tw.id, path=tw.path, pid=tw.pid)
         return worker
+
+    @staticmethod
+    def _tell(worker: Worker, kind: str, **fields: Any) -> None:
+        try:
+            worker.process.writeToChild(0, encode(kind, **fields))
+        except Exception:
+            pass  # its stdin is gone: it is exiting anyway
 
     # -- messages and logs from workers -------------------------------------------------------
     def workerMessage(self, worker: Worker, message: dict[str, Any]) -> None:
@@ -211,16 +238,23 @@ class MasterService(Service):
         if kind == "ready":
             worker.state = "ready"
             self.everReady = True
-            self.bootFailures.pop(worker.id, None)
+            self.bootFailures.pop((worker.kind, worker.id), None)
             log.info("{worker} ready", worker=worker.describe())
+            if worker.kind == "task":
+                worker.path = str(message.get("path", ""))
+                for w in self.live:  # old ones being replaced too: they may still send tasks
+                    if w.kind == "worker":
+                        self._tell(w, "task_worker", index=worker.id, path=worker.path,
+                                   pid=worker.pid)  # fmt: skip
             worker.ready.callback(None)
         elif kind == "stats":
             worker.connections = int(message.get("connections", 0))
             worker.requests = int(message.get("requests", 0))
             self.writeStatus()
         elif kind == "recycle":
-            if worker is self.workers.get(worker.id) and worker.state == "ready":
-                self.replace(worker.id, "max_request reached")
+            if worker is self.table(worker.kind).get(worker.id) and worker.state == "ready":
+                limit = "task_max_request" if worker.kind == "task" else "max_request"
+                self.replace(worker.id, f"{limit} reached", worker.kind)
         elif kind == "boot_failed":
             log.error("{worker} failed to boot: {error}", worker=worker.describe(),
                       error=message.get("error", "?"))  # fmt: skip
@@ -236,16 +270,27 @@ class MasterService(Service):
         if isinstance(event, dict) and "log_level" in event:
             level = event.get("swoole_level") or getattr(event["log_level"], "name", "info")
             namespace = event.get("log_namespace", "-")
-            event["log_system"] = f"{namespace}#{level} worker {worker.id} pid {worker.pid}"
+            name = f"task worker #{worker.id}" if worker.kind == "task" else f"worker {worker.id}"
+            event["log_system"] = f"{namespace}#{level} {name} pid {worker.pid}"
             event["swoole_worker_id"] = worker.id
             event["swoole_worker_pid"] = worker.pid
             globalLogPublisher(event)
         else:
-            log.info("[worker {id} pid {pid}] {line}", id=worker.id, pid=worker.pid, line=text)
+            log.info("[{name} pid {pid}] {line}", id=worker.id, pid=worker.pid, line=text,
+                     name=f"task worker #{worker.id}" if worker.kind == "task"
+                     else f"worker {worker.id}")  # fmt: skip
 
     # -- reload and replacement ----------------------------------------------------------------
-    def reload(self) -> defer.Deferred[None] | None:
-        """Replace every worker, new first; queued while a reload runs, refused on shutdown."""
+    def reloadTaskWorkers(self) -> defer.Deferred[None] | None:
+        """``SIGUSR2``: replace the task workers only (as Swoole)."""
+        if not self.taskWorkers:
+            log.warn("SIGUSR2 ignored: there are no task workers (task_worker_num = 0)")
+            return None
+        return self.reload(kinds=("task",))
+
+    def reload(self, kinds: tuple[str, ...] = ("task", "worker")) -> defer.Deferred[None] | None:
+        """Replace every worker (and task worker), new first; queued while a reload runs,
+        refused on shutdown."""
         if self.shuttingDown is not None:
             log.warn("reload refused: shutting down")
             return None
@@ -258,8 +303,12 @@ class MasterService(Service):
                 log.warn("reload ignored: one is running and another is already queued")
             return None
         self.generation += 1
-        log.info("reloading {n} workers (generation {g})", n=len(self.workers), g=self.generation)
-        replaced = [self.replace(wid, "reload") for wid in list(self.workers)]
+        log.info("reloading {n} workers and {t} task workers (generation {g})",
+                 n=len(self.workers) if "worker" in kinds else 0,
+                 t=len(self.taskWorkers) if "task" in kinds else 0, g=self.generation)  # fmt: skip
+        replaced = [
+            self.replace(wid, "reload", kind) for kind in kinds for wid in list(self.table(kind))
+        ]
         all_done = defer.gatherResults(replaced, consumeErrors=True)
 
         def done(_: Any) -> None:
@@ -272,23 +321,27 @@ class MasterService(Service):
         self.reloading = all_done.addBoth(done)
         return self.reloading
 
-    def replace(self, wid: int, why: str) -> defer.Deferred[None]:
+    def replace(self, wid: int, why: str, kind: str = "worker") -> defer.Deferred[None]:
         """Start a new worker for ``wid``; once it is ready, drain the old one.
 
         With ``reload_async = false`` (Swoole's synchronous reload) the old worker drains and
         exits first, so two generations never run at once (less memory, a gap in capacity).
         """
-        old = self.workers.get(wid)
+        old = self.table(kind).get(wid)
         if not self.settings.reload_async and old is not None and old.state == "ready":
             self.retire(old, final=False)
             d: defer.Deferred[None] = defer.Deferred()
-            old.exited.addBoth(lambda _: self._startReplacement(wid, old, why).chainDeferred(d))
+            old.exited.addBoth(
+                lambda _: self._startReplacement(wid, old, why, kind).chainDeferred(d)
+            )
             return d
-        return self._startReplacement(wid, old, why)
+        return self._startReplacement(wid, old, why, kind)
 
-    def _startReplacement(self, wid: int, old: Worker | None, why: str) -> defer.Deferred[None]:
-        new = self._spawn(wid, self.generation)
-        self.workers[wid] = new
+    def _startReplacement(
+        self, wid: int, old: Worker | None, why: str, kind: str = "worker"
+    ) -> defer.Deferred[None]:
+        new = self._spawn(wid, self.generation, kind)
+        self.table(kind)[wid] = new
         log.info("starting {new} to replace {old} ({why})", new=new.describe(),
                  old=old.describe() if old else "nothing", why=why)  # fmt: skip
         d: defer.Deferred[None] = defer.Deferred()
@@ -302,7 +355,7 @@ class MasterService(Service):
             log.error("{new} could not boot; {old} keeps serving", new=new.describe(),
                       old=old.describe() if old else "no worker")  # fmt: skip
             if old is not None and old.state == "ready":
-                self.workers[wid] = old
+                self.table(kind)[wid] = old
             d.callback(None)
 
         new.ready.addCallbacks(ready, failed)
@@ -315,10 +368,7 @@ class MasterService(Service):
         worker.state = "draining"
         if worker not in self.retiring:
             self.retiring.append(worker)
-        try:
-            worker.process.writeToChild(0, encode("drain", final=final))
-        except Exception:
-            pass  # its stdin is gone: it is exiting anyway
+        self._tell(worker, "drain", final=final)
         worker.killCall = self.reactor.callLater(
             self.settings.max_wait_time + KILL_GRACE, self._kill, worker
         )
@@ -341,6 +391,8 @@ class MasterService(Service):
     def workerEnded(self, worker: Worker, code: int) -> None:
         was = worker.state
         worker.state = "exited"
+        if worker in self.live:
+            self.live.remove(worker)
         if worker.killCall is not None and worker.killCall.active():
             worker.killCall.cancel()
         if worker in self.retiring:
@@ -353,17 +405,14 @@ class MasterService(Service):
             worker.ready.errback(Failure(RuntimeError(f"exit code {code} before ready")))
             worker.ready.addErrback(lambda _: None)  # handled here when nobody waits on it
         worker.exited.callback(code)
-        if (
-            was != "draining"
-            and self.shuttingDown is None
-            and self.workers.get(worker.id) is worker
-        ):
+        table = self.table(worker.kind)
+        if was != "draining" and self.shuttingDown is None and table.get(worker.id) is worker:
             if was == "booting":
                 self._bootFailed(worker, code)
             else:
                 log.warn("{worker} died unexpectedly (code {code}); respawning",
                          worker=worker.describe(), code=code)  # fmt: skip
-                self.workers[worker.id] = self._spawn(worker.id, worker.generation)
+                table[worker.id] = self._spawn(worker.id, worker.generation, worker.kind)
         self.writeStatus(force=True)
 
     def _bootFailed(self, worker: Worker, code: int) -> None:
@@ -375,14 +424,15 @@ class MasterService(Service):
             )  # fmt: skip
             self.fatal(BOOT_ERROR_EXIT)
             return
-        count = self.bootFailures[worker.id] = self.bootFailures.get(worker.id, 0) + 1
+        key = (worker.kind, worker.id)
+        count = self.bootFailures[key] = self.bootFailures.get(key, 0) + 1
         if count > len(BOOT_BACKOFF):
             log.error(
-                "worker {id} failed to boot {n} times (last exit code {code}); giving up on "
+                "{worker} failed to boot {n} times (last exit code {code}); giving up on "
                 "it: fix the app and reload (see the traceback above)",
-                id=worker.id, n=count, code=code,
+                worker=worker.describe(), n=count, code=code,
             )  # fmt: skip
-            del self.workers[worker.id]
+            del self.table(worker.kind)[worker.id]
             if not self.workers:
                 log.error("no worker left; the master exits")
                 self.fatal(BOOT_ERROR_EXIT)
@@ -393,8 +443,9 @@ class MasterService(Service):
         self.reactor.callLater(delay, self._respawnAfterBootFailure, worker)
 
     def _respawnAfterBootFailure(self, worker: Worker) -> None:
-        if self.shuttingDown is None and self.workers.get(worker.id) is worker:
-            self.workers[worker.id] = self._spawn(worker.id, worker.generation)
+        table = self.table(worker.kind)
+        if self.shuttingDown is None and table.get(worker.id) is worker:
+            table[worker.id] = self._spawn(worker.id, worker.generation, worker.kind)
 
     def fatal(self, code: int) -> None:
         """Stop the master; the process then exits with ``code`` (twistd cleans up first)."""
@@ -416,14 +467,20 @@ class MasterService(Service):
         for sock in self.sockets:
             refuse_new_connections(sock)
         everyone = list(self.workers.values()) + list(self.retiring)
-        log.info("shutting down: draining {n} workers", n=len(everyone))
-        for worker in everyone:
-            if worker.state != "exited":
-                worker.state = "ready" if worker.state == "draining" else worker.state
-                self.retire(worker, final=True)
-        await defer.gatherResults([w.exited for w in everyone if not w.exited.called])
+        workers = [w for w in everyone if w.kind == "worker"]
+        task_workers = list(self.taskWorkers.values()) + [w for w in everyone if w.kind == "task"]
+        log.info("shutting down: draining {n} workers", n=len(workers))
+        # the workers first; the task workers serve them until they are gone
+        for group in (workers, task_workers):
+            for worker in group:
+                if worker.state != "exited":
+                    worker.state = "ready" if worker.state == "draining" else worker.state
+                    self.retire(worker, final=True)
+            await defer.gatherResults([w.exited for w in group if not w.exited.called])
         for sock in self.sockets:
             sock.close()
+        if self.runDir:
+            shutil.rmtree(self.runDir, ignore_errors=True)
         if self._statusCall is not None and self._statusCall.active():
             self._statusCall.cancel()
         if self.statusPath and os.path.exists(self.statusPath):
@@ -435,16 +492,19 @@ class MasterService(Service):
         """What ``python -m tx_swoole status --json`` prints."""
         now = self.reactor.seconds()
         workers = sorted(
-            list(self.workers.values()) + self.retiring, key=lambda w: (w.id, w.generation)
+            [*self.workers.values(), *self.taskWorkers.values(), *self.retiring],
+            key=lambda w: (w.kind != "worker", w.id, w.generation),
         )
         return {
             "master": {
                 "pid": os.getpid(), "generation": self.generation,
                 "uptime": round(now - self.startedAt, 3), "worker_num": self.settings.worker_num,
+                "task_worker_num": self.settings.task_worker_num,
                 "reloading": self.reloading is not None,
             },
             "workers": [
-                {"id": w.id, "pid": w.pid, "generation": w.generation, "state": w.state,
+                {"id": w.id, "kind": w.kind, "pid": w.pid, "generation": w.generation,
+                 "state": w.state,
                  "age": round(now - w.started, 3), "connections": w.connections,
                  "requests": w.requests}
                 for w in workers if w.state != "exited"

@@ -29,8 +29,10 @@ from twisted.python.failure import Failure
 
 from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig, parse_config, resolve
+from tx_swoole.errors import NoTaskWorkersError
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT
+from tx_swoole.process.tasks import TaskDispatcher
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
 from tx_swoole.reactor import IServerReactor, default_reactor, install_unless_chosen
 from tx_swoole.transport import adopt_stream_port, listen_tcp, refuse_new_connections
@@ -113,11 +115,40 @@ class AppService(Service):
         self._listenFd = listen_fd
         self._hooks: dict[str, Any] = {}
         self._stopping: defer.Deferred[None] | None = None
+        self.tasks: TaskDispatcher | None = None
+        if self.settings.task_worker_num:
+            self.tasks = TaskDispatcher(self.settings, worker_id, reactor, server=self)
+
+    taskworker = False  # (Swoole's $server->taskworker: True in a task worker)
 
     @property
     def requests(self) -> int:
         """Requests (HTTP) or messages handled so far by this worker."""
         return self.factory.requestCount if self.factory is not None else 0
+
+    @property
+    def connectionCount(self) -> int:
+        return len(self.factory.connections) if self.factory is not None else 0
+
+    def setRecycleCheck(self, check: Any) -> None:
+        """Call ``check`` after each request (``max_request``)."""
+        if self.factory is not None:
+            self.factory.maxRequestReached = check
+
+    # -- task workers -----------------------------------------------------------------------
+    def task(self, data: Any, dstWorkerId: int = -1, timeout: float | None = None) -> Any:  # noqa: N803
+        """Run ``data`` through ``[events] task`` in a task worker: a Deferred (awaitable) of
+        the handler's result; ``dstWorkerId`` picks the task worker (0..task_worker_num-1,
+        -1: the least busy); ``timeout`` in seconds.  Errors: :mod:`tx_swoole.process.tasks`."""
+        if self.tasks is None:
+            return defer.fail(NoTaskWorkersError(
+                "task() needs task workers: set task_worker_num (and [events] task)"
+            ))  # fmt: skip
+        return self.tasks.task(data, dstWorkerId, timeout)
+
+    def taskWorkerReady(self, index: int, path: str, pid: int) -> None:
+        if self.tasks is not None:
+            self.tasks.taskWorkerReady(index, path, pid)
 
     def startService(self) -> None:
         """Boot in the background; ``self.ready`` fires when serving, or fails with the error."""
@@ -134,8 +165,11 @@ class AppService(Service):
             from tx_swoole.protocols.websocket import protocol_of_functions
 
             app = protocol_of_functions(self._hooks)
+        if self.tasks is not None:
+            self.tasks.finish = self._hooks.get("finish")
         http_app = resolve(self.config.http_app, base) if self.config.http_app else None
         self.factory = make_factory(self.config, app, reactor=self.reactor, http_app=http_app)
+        self.factory.service = self
         if self._listenFd is None:
             self.port = listen_tcp(
                 self.config.port, self.factory, self.settings.backlog, self.config.host,
@@ -218,6 +252,8 @@ class AppService(Service):
                         count=len(factory.connections), wait=ABORT_WAIT,
                     )  # fmt: skip
         await self._callHook("worker_stop")
+        if self.tasks is not None:
+            self.tasks.close()
 
     async def _callHook(self, name: str) -> None:
         hook = self._hooks.get(name)
@@ -272,6 +308,10 @@ class ControlChannel(Protocol):
         for message in self.decoder.feed(data):
             if message["type"] == "drain":
                 self.worker.drain(final=bool(message.get("final")))
+            elif message["type"] == "task_worker":  # where a task worker listens, from now on
+                ready = getattr(self.worker.service, "taskWorkerReady", None)
+                if ready is not None:
+                    ready(int(message["index"]), str(message["path"]), int(message["pid"]))
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         if not self.worker.draining:
@@ -285,23 +325,32 @@ class ControlChannel(Protocol):
 
 
 class WorkerRuntime:
-    """Runs an :class:`AppService` in a worker process and talks to the master."""
+    """Runs an :class:`AppService` in a worker process (or, given ``service``, a task
+    worker's service) and talks to the master."""
 
     def __init__(
-        self, config: ServerConfig, worker_id: int, generation: int, reactor: IServerReactor
+        self,
+        config: ServerConfig,
+        worker_id: int,
+        generation: int,
+        reactor: IServerReactor,
+        service: Any = None,
     ) -> None:
         self.reactor = reactor
         self.generation = generation
-        self.service = AppService(
-            config, worker_id=worker_id, listen_fd=LISTEN_FD,
-            reactor=reactor,
-        )  # fmt: skip
+        if service is None:
+            service = AppService(config, worker_id=worker_id, listen_fd=LISTEN_FD,
+                                 reactor=reactor)  # fmt: skip
+            limit = config.settings.max_request
+        else:
+            limit = config.settings.task_max_request
+        self.service: Any = service
         self.control = ControlChannel(self)
         self.draining = False
         self.exitCode = 0
         self._stats = task.LoopingCall(self.sendStats)
         self._stats.clock = reactor
-        self._recycleAt = max_request_limit(config.settings, worker_id)
+        self._recycleAt = max_request_limit(config.settings, worker_id, limit)
 
     def start(self) -> None:
         from twisted.internet._posixstdio import StandardIO
@@ -311,10 +360,10 @@ class WorkerRuntime:
         self.service.ready.addCallbacks(self._ready, self._bootFailed)
 
     def _ready(self, _: Any) -> None:
-        factory = self.service.factory
-        if self._recycleAt and factory is not None:
-            factory.maxRequestReached = self._checkRecycle
-        self.control.send("ready", pid=os.getpid(), generation=self.generation)
+        if self._recycleAt:
+            self.service.setRecycleCheck(self._checkRecycle)
+        self.control.send("ready", pid=os.getpid(), generation=self.generation,
+                          path=getattr(self.service, "path", ""))  # fmt: skip
         self._stats.start(STATS_INTERVAL, now=True)
 
     def _bootFailed(self, failure: Failure) -> None:
@@ -331,8 +380,7 @@ class WorkerRuntime:
             self.reactor.stop()
 
     def _checkRecycle(self) -> None:
-        factory = self.service.factory
-        if factory is not None and self._recycleAt and self.service.requests >= self._recycleAt:
+        if self._recycleAt and self.service.requests >= self._recycleAt:
             self._recycleAt = 0
             log.info("worker {id} (pid {pid}) served {n} requests (max_request): asking for "
                      "a replacement", id=self.service.workerId, pid=os.getpid(),
@@ -340,10 +388,8 @@ class WorkerRuntime:
             self.control.send("recycle", pid=os.getpid())
 
     def sendStats(self) -> None:
-        factory = self.service.factory
         self.control.send(
-            "stats", pid=os.getpid(),
-            connections=len(factory.connections) if factory is not None else 0,
+            "stats", pid=os.getpid(), connections=self.service.connectionCount,
             requests=self.service.requests,
         )  # fmt: skip
 
@@ -356,13 +402,18 @@ class WorkerRuntime:
         d.addBoth(lambda _: self.stop())
 
 
-def max_request_limit(settings: Any, worker_id: int) -> int:
-    """``max_request`` plus Swoole's jitter (0..max_request_grace), or 0 for never."""
-    if not settings.max_request:
+def max_request_limit(settings: Any, worker_id: int, limit: int | None = None) -> int:
+    """``max_request`` (or ``limit``: ``task_max_request`` for a task worker) plus Swoole's
+    jitter (0..max_request_grace, or half the limit over 10), or 0 for never."""
+    limit = settings.max_request if limit is None else limit
+    if not limit:
         return 0
-    grace = settings.request_grace
+    if limit == settings.max_request:
+        grace = settings.request_grace
+    else:
+        grace = limit // 2 if limit > 10 else 0
     jitter = random.Random(os.getpid() ^ worker_id).randint(0, grace) if grace else 0
-    return int(settings.max_request + jitter)
+    return int(limit + jitter)
 
 
 def _worker_logging(level: str) -> None:
@@ -390,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     raw, worker_id, generation = json.loads(argv[0]), int(argv[1]), int(argv[2])
     reactor_name = argv[3] if len(argv) > 3 else ""
+    kind = argv[4] if len(argv) > 4 else "worker"
     config = parse_config(
         {k: raw[k] for k in ("server", "settings", "events")}, raw["base_dir"], raw["path"]
     )
@@ -404,7 +456,12 @@ def main(argv: list[str] | None = None) -> int:
         reactor = cast(IServerReactor, installReactor(reactor_name))
     else:
         reactor = install_unless_chosen()
-    runtime = WorkerRuntime(config, worker_id, generation, reactor)
+    service = None
+    if kind == "task":  # a task worker: worker_id is its index, argv[5] its socket's path
+        from tx_swoole.process.task_worker import TaskWorkerService
+
+        service = TaskWorkerService(config, index=worker_id, path=argv[5], reactor=reactor)
+    runtime = WorkerRuntime(config, worker_id, generation, reactor, service)
     reactor.callWhenRunning(runtime.start)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(runtime.drain, True))
     reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # every posix reactor's

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from twisted.internet import task
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
@@ -49,7 +49,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from tx_swoole._log import SwooleLogger
-from tx_swoole.errors import FramingError
+from tx_swoole.errors import FramingError, NoTaskWorkersError
 from tx_swoole.protocols._framing import RawFramer, make_framer
 from tx_swoole.settings import Settings, make_settings
 
@@ -456,6 +456,8 @@ class ConnectionTable(ServerFactory):
         self.requestCount = 0  # messages (tcp) or requests (http) handled
         self.maxRequestReached: Any = None  # called after each one when set (max_request)
         self.bufferOutputSize = settings.buffer_output_size
+        #: The service serving this table in a worker (task workers go through it), or None.
+        self.service: Any = None
         self._nextId = 1
         self._sockopts = socket_options(settings)
         self._sockoptFailed = False
@@ -466,6 +468,18 @@ class ConnectionTable(ServerFactory):
         self._emptyWaiters: list[Deferred[None]] = []
         framer = make_framer(settings)
         self._framed = not isinstance(framer, RawFramer)
+
+    # -- the worker's services -----------------------------------------------------------------
+    @property
+    def workerId(self) -> int:
+        return int(self.service.workerId) if self.service is not None else 0
+
+    def task(self, data: Any, dstWorkerId: int = -1, timeout: float | None = None) -> Any:  # noqa: N803
+        """``server.task()`` (Swoole's): see :meth:`tx_swoole.process.worker.AppService.task`."""
+        if self.service is None:
+            return fail(NoTaskWorkersError("task() needs a worker with task workers: set "
+                                           "task_worker_num (and [events] task)"))  # fmt: skip
+        return self.service.task(data, dstWorkerId, timeout)
 
     # -- lifecycle --------------------------------------------------------------------------
     def startFactory(self) -> None:
