@@ -36,6 +36,7 @@ setup(
         "httptools>=0.6",
         "treq>=23.11",
         "websockets>=17.1",  # its C masking routine (the WebSocket server's, 100x pure Python)
+        "setproctitle>=1.3",  # readable process titles (tx_swoole: worker #0), as gunicorn's
     ],
     extras_require={
         "test": [

@@ -28,3 +28,14 @@ def handler(request: Request, response: Response) -> Any:
         response.write("b")
         return response.end("c")
     return response.end("ok")
+
+
+def blocking(request: Request, response: Response) -> Any:
+    """``/?sleep=S`` holds the reactor S seconds (as a blocking call would); ``/stats`` answers
+    the table's server.stats()."""
+    if request.path == "/stats":
+        return response.end(repr(request.owner.server.stats()))
+    import time
+
+    time.sleep(float(request.args.get("sleep", ["0"])[0]))
+    return response.end("slept")

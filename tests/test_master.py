@@ -23,10 +23,20 @@ class FakeProcess:
         self.pid = pid
         self.written: list[bytes] = []
         self.signals: list[str] = []
+        self.config: dict[str, Any] = {}
+        self.configClosed = False
 
     def writeToChild(self, fd: int, data: bytes) -> None:
-        assert fd == 0
-        self.written.append(data)
+        assert fd in (0, 5)  # control messages, the config (then closed)
+        if fd == 5:
+            assert not self.configClosed
+            self.config = json.loads(data)
+        else:
+            self.written.append(data)
+
+    def closeChildFD(self, fd: int) -> None:
+        assert fd == 5
+        self.configClosed = True
 
     def signalProcess(self, sig: str) -> None:
         self.signals.append(sig)
@@ -106,7 +116,10 @@ def test_spawns_workers_with_stable_ids_socket_and_control_channel(h: Harness) -
     _, _, args, fds = h.spawned[0]
     assert args[1:3] == ["-m", "tx_swoole.process.worker"]
     assert args[-4:] == ["0", "1", "", "worker"]
-    assert fds[3] == h.sock.fileno() and fds[0] == "w" and fds[4] == "r"
+    assert fds[3] == h.sock.fileno() and fds[0] == "w" and fds[4] == "r" and fds[5] == "w"
+    process = h.spawned[0][1]
+    assert process.configClosed and process.config["settings"]["worker_num"] == 2
+    assert not any("{" in a for a in args)  # the config is not on the command line
 
 
 def test_reload_starts_replacement_first_then_drains_old(h: Harness) -> None:
@@ -254,13 +267,23 @@ def test_status_reports_workers(h: Harness) -> None:
     """status() has the master pid and each worker's id, pid, generation, counts."""
     h.master.startService()
     h.ready(1000)
-    h.proto(1000).childDataReceived(4, encode("stats", connections=2, requests=40))
+    figures = {"connection_num": 2, "request_count": 40, "accept_count": 9, "close_count": 7}
+    h.proto(1000).childDataReceived(4, encode("stats", connections=2, requests=40,
+                                              stats=figures))  # fmt: skip
+    h.proto(1001).childDataReceived(
+        4,
+        encode("stats", connections=1, requests=2, stats={"connection_num": 1, "request_count": 2}),
+    )
     status = h.master.status()
     assert status["master"]["generation"] == 1
     assert status["workers"][0] | {"age": 0} == {
         "id": 0, "kind": "worker", "pid": 1000, "generation": 1, "state": "ready", "age": 0,
-        "connections": 2, "requests": 40,
+        "connections": 2, "requests": 40, "stats": figures,
     }  # fmt: skip
+    totals = status["stats"]
+    assert (totals["connection_num"], totals["request_count"], totals["accept_count"]) == (
+        3, 42, 9,
+    )  # fmt: skip
 
 
 def test_sync_reload_stops_old_worker_first() -> None:

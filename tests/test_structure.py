@@ -9,13 +9,14 @@ import tx_swoole
 
 ROOT = pathlib.Path(tx_swoole.__file__).parent
 
-# Twisted's own privates, used on purpose in one place (the write-through transport) and
-# os._exit (public despite its name).
+# Twisted's own privates, used on purpose in one place (the write-through transport), and
+# os._exit and sys._current_frames (documented, public despite their names).
 ALLOWED_PRIVATE = {
     ("tx_swoole.transport", "_tempDataLen"),
     ("tx_swoole.transport", "_writeDisconnected"),
     ("tx_swoole.transport", "_fromListeningDescriptor"),
     ("tx_swoole.process._lifecycle", "_exit"),
+    ("tx_swoole.process.watchdog", "_current_frames"),
 }
 
 

@@ -42,6 +42,11 @@ def run(port: int, data: str, **headers: str) -> tuple[int, str]:
         conn.close()
 
 
+def title(pid: int) -> str:
+    """What ``ps`` shows for ``pid``."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode()
+
+
 def task_pids(pidfile: Path) -> dict[int, int]:
     return {w["id"]: w["pid"] for w in status(pidfile)["workers"] if w["kind"] == "task"}
 
@@ -67,6 +72,21 @@ def test_results_errors_timeouts_and_what_cannot_cross(tmp_path: Path) -> None:
         assert run(port, "1") == (200, "2")  # everything still works
         kinds = Counter(w["kind"] for w in status(pidfile)["workers"])
         assert kinds == {"worker": 2, "task": 2}
+        titles = {title(w["pid"]) for w in status(pidfile)["workers"]}
+        assert titles == {
+            f"tx_swoole: {n} (server.toml)"
+            for n in ("worker #0", "worker #1", "task worker #0", "task worker #1")
+        }
+        assert title(server.proc.pid) == "tx_swoole: master (server.toml)"
+
+        # the server-wide figures (each worker reports every second)
+        def counted() -> bool:
+            totals = status(pidfile)["stats"]
+            return totals["task_count"] >= 8 and totals["request_count"] >= 9
+
+        wait_until(counted, timeout=15)
+        totals = status(pidfile)["stats"]
+        assert totals["accept_count"] >= 9 and totals["tasking_num"] == 0
     server.wait_for(rb"task \d+ from worker \d raised builtins.ValueError: asked to fail: testing")
     assert b"Traceback" in server.output
 

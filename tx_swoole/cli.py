@@ -74,6 +74,9 @@ def cmd_status(pidfile: str, as_json: bool) -> int:
               + (f"  task workers {tasks}/{m['task_worker_num']}"
                  if m.get("task_worker_num") else "")
               + ("  (reloading)" if m.get("reloading") else ""))  # fmt: skip
+    totals = status.get("stats")
+    if totals:
+        print("  ".join(f"{k} {v}" for k, v in totals.items() if k != "start_time"))
     print(f"{'kind':>6} {'id':>3} {'pid':>8} {'gen':>4} {'state':>9} {'age':>8} {'conns':>6} "
           f"{'requests':>9}")  # fmt: skip
     for w in status["workers"]:

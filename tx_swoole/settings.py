@@ -34,6 +34,9 @@ class Settings:
     # Processes.  Swoole defaults worker_num to the CPU count; 0 runs the app in-process.
     worker_num: int = field(default=os.cpu_count() or 1, metadata=_meta(0, 1024))
     max_request: int = field(default=0, metadata=_meta(0, _MAX_INT))
+    # Seconds the reactor may go without turning before a WARNING shows what blocks it (with
+    # the stack), once per stall; 0 = no watchdog.
+    reactor_stall_timeout: float = field(default=0.0, metadata=_meta(0, 3600))
     # Task workers (Swoole's): processes running [events] task for server.task(); 0 = none.
     task_worker_num: int = field(default=0, metadata=_meta(0, 1024))
     # Tasks after which a task worker is replaced (0 = never), jittered as max_request is.

@@ -44,7 +44,7 @@ from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT, write_status
-from tx_swoole.process.worker import ABORT_WAIT, CONTROL_OUT_FD, LISTEN_FD
+from tx_swoole.process.worker import ABORT_WAIT, CONFIG_FD, CONTROL_OUT_FD, LISTEN_FD, set_title
 from tx_swoole.reactor import IServerReactor, default_reactor
 from tx_swoole.transport import refuse_new_connections
 
@@ -56,6 +56,10 @@ BOOT_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry of a worker tha
 # first and skip them.
 KILL_GRACE = ABORT_WAIT + 1.0
 STATUS_EVERY = 0.5  # seconds between status file writes
+# The server-wide sums in the status: of the workers' stats, and of the task workers'.
+_WORKER_SUMS = ("connection_num", "accept_count", "close_count", "request_count",
+                "reactor_stall_count")  # fmt: skip
+_TASK_SUMS = ("tasking_num", "task_queue_num", "task_count")
 
 
 @dataclass(eq=False)
@@ -69,6 +73,7 @@ class Worker:
     state: str = "booting"  # booting, ready, draining, exited
     kind: str = "worker"  # or "task" (a task worker: id is its index, 0..task_worker_num-1)
     path: str = ""  # a task worker's socket
+    stats: dict[str, Any] = field(default_factory=dict)  # its last server.stats()
     connections: int = 0
     requests: int = 0
     process: Any = None
@@ -153,10 +158,12 @@ class MasterService(Service):
         self.live: list[Worker] = []  # every process spawned and not yet exited
         self.bootFailures: dict[tuple[str, int], int] = {}
         self.runDir = ""  # private directory of the task workers' sockets
+        self._configJSON = json.dumps(config.to_dict()).encode()
         self.reloading: defer.Deferred[None] | None = None
         self.reloadQueued = False
         self.shuttingDown: defer.Deferred[None] | None = None
         self.startedAt = reactor.seconds()
+        self.startedWall = time.time()
         self.everReady = False
         self._lastStatus = 0.0
         self._statusCall: Any = None
@@ -190,8 +197,10 @@ class MasterService(Service):
         self.reactor.callWhenRunning(self._installSignals)
 
     def _installSignals(self) -> None:
+        """Once the reactor runs: our signals, and the title ``tx_swoole: master (FILE)``."""
         from tx_swoole.process._lifecycle import install_signals, shutdown_handlers
 
+        set_title("master", self.config.path)
         handlers = shutdown_handlers(self.reactor)
         handlers[signal.SIGUSR1] = self.reload
         handlers[signal.SIGUSR2] = self.reloadTaskWorkers
@@ -204,11 +213,12 @@ class MasterService(Service):
     def _spawn(self, wid: int, generation: int | None = None, kind: str = "worker") -> Worker:
         worker = Worker(wid, generation or self.generation, self.reactor.seconds(), kind=kind)
         args = [
-            self.executable, "-m", "tx_swoole.process.worker",
-            json.dumps(self.config.to_dict()), str(wid), str(worker.generation),
+            self.executable, "-m", "tx_swoole.process.worker", str(wid), str(worker.generation),
             self.reactorName or "", kind,
         ]  # fmt: skip
-        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r", CONTROL_OUT_FD: "r"}
+        child_fds: dict[int, int | str] = {
+            0: "w", 1: "r", 2: "r", CONTROL_OUT_FD: "r", CONFIG_FD: "w",
+        }  # fmt: skip
         if kind == "task":
             args.append(os.path.join(self.runDir, f"task-{wid}-{worker.generation}.sock"))
         else:
@@ -218,6 +228,8 @@ class MasterService(Service):
             childFDs=child_fds,
         )  # fmt: skip
         worker.pid = getattr(worker.process, "pid", 0) or 0
+        worker.process.writeToChild(CONFIG_FD, self._configJSON)
+        worker.process.closeChildFD(CONFIG_FD)
         self.live.append(worker)
         if kind == "worker":  # where the task workers are (later ones are announced)
             for tw in self.taskWorkers.values():
@@ -250,6 +262,8 @@ class MasterService(Service):
         elif kind == "stats":
             worker.connections = int(message.get("connections", 0))
             worker.requests = int(message.get("requests", 0))
+            if isinstance(message.get("stats"), dict):
+                worker.stats = message["stats"]
             self.writeStatus()
         elif kind == "recycle":
             if worker is self.table(worker.kind).get(worker.id) and worker.state == "ready":
@@ -495,7 +509,14 @@ class MasterService(Service):
             [*self.workers.values(), *self.taskWorkers.values(), *self.retiring],
             key=lambda w: (w.kind != "worker", w.id, w.generation),
         )
+        live = [w for w in workers if w.state != "exited"]
+        totals = {key: sum(int(w.stats.get(key, 0)) for w in live if w.kind == "worker")
+                  for key in _WORKER_SUMS}  # fmt: skip
+        totals.update({key: sum(int(w.stats.get(key, 0)) for w in live if w.kind == "task")
+                       for key in _TASK_SUMS})  # fmt: skip
+        totals["start_time"] = int(self.startedWall)
         return {
+            "stats": totals,
             "master": {
                 "pid": os.getpid(), "generation": self.generation,
                 "uptime": round(now - self.startedAt, 3), "worker_num": self.settings.worker_num,
@@ -506,8 +527,8 @@ class MasterService(Service):
                 {"id": w.id, "kind": w.kind, "pid": w.pid, "generation": w.generation,
                  "state": w.state,
                  "age": round(now - w.started, 3), "connections": w.connections,
-                 "requests": w.requests}
-                for w in workers if w.state != "exited"
+                 "requests": w.requests, "stats": w.stats}
+                for w in live
             ],
         }  # fmt: skip
 

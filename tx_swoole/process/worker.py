@@ -19,6 +19,7 @@ import random
 import signal
 import socket
 import sys
+import time
 from typing import Any, cast
 
 from twisted.application.service import Service
@@ -33,6 +34,7 @@ from tx_swoole.errors import NoTaskWorkersError
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT
 from tx_swoole.process.tasks import TaskDispatcher
+from tx_swoole.process.watchdog import Watchdog
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
 from tx_swoole.reactor import IServerReactor, default_reactor, install_unless_chosen
 from tx_swoole.transport import adopt_stream_port, listen_tcp, refuse_new_connections
@@ -115,6 +117,8 @@ class AppService(Service):
         self._listenFd = listen_fd
         self._hooks: dict[str, Any] = {}
         self._stopping: defer.Deferred[None] | None = None
+        self.startTime = 0.0  # when it began serving (time.time())
+        self.watchdog: Watchdog | None = None
         self.tasks: TaskDispatcher | None = None
         if self.settings.task_worker_num:
             self.tasks = TaskDispatcher(self.settings, worker_id, reactor, server=self)
@@ -129,6 +133,27 @@ class AppService(Service):
     @property
     def connectionCount(self) -> int:
         return len(self.factory.connections) if self.factory is not None else 0
+
+    def stats(self) -> dict[str, Any]:
+        """This worker's figures, with Swoole's ``$server->stats()`` keys where they apply
+        (``python -m tx_swoole status`` has the sums over every worker)."""
+        factory = self.factory
+        accepted = factory.acceptCount if factory is not None else 0
+        connections = len(factory.connections) if factory is not None else 0
+        requests = self.requests
+        figures = {
+            "start_time": int(self.startTime), "worker_id": self.workerId,
+            "worker_num": self.settings.worker_num,
+            "task_worker_num": self.settings.task_worker_num,
+            "connection_num": connections, "accept_count": accepted,
+            "close_count": accepted - connections, "request_count": requests,
+            "worker_request_count": requests, "tasking_num": 0, "task_queue_num": 0,
+            "task_count": 0,
+            "reactor_stall_count": self.watchdog.stalls if self.watchdog is not None else 0,
+        }  # fmt: skip
+        if self.tasks is not None:
+            figures.update(self.tasks.stats())
+        return figures
 
     def setRecycleCheck(self, check: Any) -> None:
         """Call ``check`` after each request (``max_request``)."""
@@ -191,6 +216,11 @@ class AppService(Service):
         )  # fmt: skip
         if "worker_start" in self._hooks:
             await call_hook(self._hooks["worker_start"], self, self.workerId)
+        self.startTime = time.time()
+        timeout = self.settings.reactor_stall_timeout
+        if timeout:
+            self.watchdog = Watchdog(self.reactor, timeout, f"worker {self.workerId}")
+            self.watchdog.start()
         # Everything loaded so far lives as long as the worker: keep it out of the garbage
         # collector's full passes, which otherwise rescan it on the hot path.
         gc.freeze()
@@ -254,6 +284,8 @@ class AppService(Service):
         await self._callHook("worker_stop")
         if self.tasks is not None:
             self.tasks.close()
+        if self.watchdog is not None:
+            self.watchdog.stop()
 
     async def _callHook(self, name: str) -> None:
         hook = self._hooks.get(name)
@@ -287,13 +319,27 @@ def describe_open(factory: ConnectionTable, most: int = 5) -> str:
 
 
 # -- worker process entry point ----------------------------------------------------------------
-# ``python -m tx_swoole.process.worker CONFIG_JSON WORKER_ID GENERATION [REACTOR]`` is spawned
-# by the master (REACTOR: its twistd --reactor choice, empty for SwooleReactor) with the
-# listening socket on fd 3, master → worker control messages on fd 0 (stdin, whose EOF means
-# the master died) and worker → master messages on fd 4.  Logs go to stderr as JSON events,
-# which the master re-emits tagged with the worker id and pid.
+# ``python -m tx_swoole.process.worker WORKER_ID GENERATION REACTOR KIND [SOCKET]`` is spawned
+# by the master (REACTOR: its twistd --reactor choice, empty for SwooleReactor; KIND: worker,
+# or task with the path of its SOCKET) with the config as JSON on fd 5 (read to its end, so it
+# is not on the command line), the listening socket on fd 3 (workers), master → worker
+# control messages on fd 0 (stdin, whose EOF means the master died) and worker → master
+# messages on fd 4.  Logs go to stderr as JSON events, which the master re-emits tagged with
+# the worker id and pid.  The process title says what it is: ``tx_swoole: worker #0
+# (server.toml)``.
 LISTEN_FD = 3
 CONTROL_OUT_FD = 4
+CONFIG_FD = 5
+
+
+def set_title(what: str, config_path: str = "") -> None:
+    """The process title ``ps`` shows: ``tx_swoole: WHAT (config file name)``."""
+    import setproctitle
+
+    name = os.path.basename(config_path)
+    setproctitle.setproctitle(f"tx_swoole: {what}" + (f" ({name})" if name else ""))
+
+
 STATS_INTERVAL = 1.0
 
 
@@ -390,7 +436,7 @@ class WorkerRuntime:
     def sendStats(self) -> None:
         self.control.send(
             "stats", pid=os.getpid(), connections=self.service.connectionCount,
-            requests=self.service.requests,
+            requests=self.service.requests, stats=self.service.stats(),
         )  # fmt: skip
 
     def drain(self, final: bool) -> None:
@@ -439,12 +485,16 @@ def _worker_logging(level: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Worker process entry point; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    raw, worker_id, generation = json.loads(argv[0]), int(argv[1]), int(argv[2])
-    reactor_name = argv[3] if len(argv) > 3 else ""
-    kind = argv[4] if len(argv) > 4 else "worker"
+    worker_id, generation = int(argv[0]), int(argv[1])
+    reactor_name = argv[2] if len(argv) > 2 else ""
+    kind = argv[3] if len(argv) > 3 else "worker"
+    with os.fdopen(CONFIG_FD, "rb") as f:  # the master writes it, then closes its end
+        raw = json.loads(f.read())
     config = parse_config(
         {k: raw[k] for k in ("server", "settings", "events")}, raw["base_dir"], raw["path"]
     )
+    name = f"task worker #{worker_id}" if kind == "task" else f"worker #{worker_id}"
+    set_title(name, config.path)
     signal.signal(
         signal.SIGINT, signal.SIG_IGN
     )  # Ctrl-C reaches the whole group: the master decides
@@ -457,10 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         reactor = install_unless_chosen()
     service = None
-    if kind == "task":  # a task worker: worker_id is its index, argv[5] its socket's path
+    if kind == "task":  # a task worker: worker_id is its index, argv[4] its socket's path
         from tx_swoole.process.task_worker import TaskWorkerService
 
-        service = TaskWorkerService(config, index=worker_id, path=argv[5], reactor=reactor)
+        service = TaskWorkerService(config, index=worker_id, path=argv[4], reactor=reactor)
     runtime = WorkerRuntime(config, worker_id, generation, reactor, service)
     reactor.callWhenRunning(runtime.start)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(runtime.drain, True))

@@ -469,10 +469,24 @@ class ConnectionTable(ServerFactory):
         framer = make_framer(settings)
         self._framed = not isinstance(framer, RawFramer)
 
+    @property
+    def acceptCount(self) -> int:
+        """Connections taken so far (ids are handed out in order)."""
+        return self._nextId - 1
+
     # -- the worker's services -----------------------------------------------------------------
     @property
     def workerId(self) -> int:
         return int(self.service.workerId) if self.service is not None else 0
+
+    def stats(self) -> dict[str, Any]:
+        """``server.stats()`` (Swoole's keys): the worker's, see
+        :meth:`tx_swoole.process.worker.AppService.stats`; this table's alone without one."""
+        if self.service is not None:
+            return dict(self.service.stats())
+        accepted, open_ = self.acceptCount, len(self.connections)
+        return {"connection_num": open_, "accept_count": accepted,
+                "close_count": accepted - open_, "request_count": self.requestCount}  # fmt: skip
 
     def task(self, data: Any, dstWorkerId: int = -1, timeout: float | None = None) -> Any:  # noqa: N803
         """``server.task()`` (Swoole's): see :meth:`tx_swoole.process.worker.AppService.task`."""
