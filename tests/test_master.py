@@ -115,7 +115,8 @@ def test_spawns_workers_with_stable_ids_socket_and_control_channel(h: Harness) -
     assert h.pids() == {0: 1000, 1: 1001}
     _, _, args, fds = h.spawned[0]
     assert args[1:3] == ["-m", "tx_swoole.process.worker"]
-    assert args[-4:] == ["0", "1", "", "worker"]
+    assert args[-5:-1] == ["0", "1", "", "worker"]
+    assert args[-1] == h.master.runDir + "/peer-worker-0-1.sock"
     assert fds[3] == h.sock.fileno() and fds[0] == "w" and fds[4] == "r" and fds[5] == "w"
     process = h.spawned[0][1]
     assert process.configClosed and process.config["settings"]["worker_num"] == 2
@@ -344,7 +345,8 @@ def test_task_workers_spawn_without_the_socket_and_are_announced_to_every_worker
 ) -> None:
     t.master.startService()
     (_, _, args0, fds0), (_, _, args1, _) = t.spawned[:2]  # the task workers come first
-    assert args0[-3:-1] == ["", "task"] and args0[-1].endswith("task-0-1.sock")
+    assert args0[-4:-2] == ["", "task"] and args0[-1].endswith("task-0-1.sock")
+    assert args0[-2].endswith("peer-task-0-1.sock")
     assert 3 not in fds0 and fds0[4] == "r"
     assert kinds(t) == [("worker", 0, 1002), ("worker", 1, 1003), ("task", 0, 1000),
                         ("task", 1, 1001)]  # fmt: skip
@@ -364,7 +366,7 @@ def test_sigusr2_replaces_the_task_workers_only_new_first(t: Harness) -> None:
     for pid in range(1000, 1004):
         t.ready(pid, path=f"/p{pid}")
     t.master.reloadTaskWorkers()
-    new = [(args[-2], args[-1]) for _, _, args, _ in t.spawned[4:]]
+    new = [(args[-3], args[-1]) for _, _, args, _ in t.spawned[4:]]
     assert new == [("task", t.master.runDir + "/task-0-2.sock"),
                    ("task", t.master.runDir + "/task-1-2.sock")]  # fmt: skip
     assert not any(m["type"] == "drain" for m in t.process(1000).messages())
@@ -382,7 +384,7 @@ def test_a_crashed_task_worker_is_respawned_and_recycles_on_task_max_request(t: 
     assert ("task", 1, 1004) in kinds(t)
     t.ready(1004, path="/p1004")
     t.proto(1000).childDataReceived(4, encode("recycle", pid=1000))
-    assert t.spawned[-1][2][-2] == "task" and t.spawned[-1][1].pid == 1005
+    assert t.spawned[-1][2][-3] == "task" and t.spawned[-1][1].pid == 1005
 
 
 def test_shutdown_drains_the_workers_before_the_task_workers(t: Harness) -> None:

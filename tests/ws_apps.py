@@ -87,3 +87,19 @@ def on_frame(server: Any, connId: int, message: Any) -> None:
         server.push(connId, f"closing {message.code} {message.reason}")
     else:
         server.push(connId, message)
+
+
+class Room(WebSocketProtocol):
+    """Says its id; ``push N text`` pushes to connection N, anything else goes to everyone."""
+
+    def connectionOpened(self, request: Request) -> None:
+        self.send(f"id {self.connId}")
+        self.server.broadcast(f"joined {self.connId}")
+
+    def messageReceived(self, message: str | bytes) -> None:
+        assert isinstance(message, str)
+        if message.startswith("push "):
+            _, target, text = message.split(" ", 2)
+            self.send(f"pushed {self.server.push(int(target), text)}")
+        else:
+            self.server.broadcast(f"{self.connId}: {message}")

@@ -22,7 +22,7 @@ from tx_swoole.settings import Settings, closest, make_settings
 SERVER_TYPES = ("http", "tcp", "websocket")
 EVENTS = (
     "worker_start", "worker_stop", "worker_exit", "handshake", "open", "message", "close",
-    "task", "finish",
+    "task", "finish", "pipe_message",
 )  # fmt: skip
 # Swoole's onHandshake/onOpen/onMessage/onClose: functions instead of a protocol class.
 WEBSOCKET_EVENTS = ("handshake", "open", "message", "close")

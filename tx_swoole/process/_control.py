@@ -14,7 +14,7 @@ from typing import Any
 MAX_LINE = 64 * 1024  # a control line longer than this is a bug or garbage: dropped
 
 
-def encode(kind: str, **fields: Any) -> bytes:
+def encode(kind: str, /, **fields: Any) -> bytes:
     """One message as a JSON line."""
     return json.dumps({"type": kind, **fields}, separators=(",", ":")).encode() + b"\n"
 

@@ -28,6 +28,11 @@ from tx_swoole.errors import FrameTooLargeError, TaskSerializationError
 
 __all__ = [
     "BYE",
+    "CALL",
+    "CLOSED",
+    "HELLO",
+    "OPENED",
+    "PIPE",
     "DRAINING",
     "ERROR",
     "REQUEUE",
@@ -43,6 +48,11 @@ __all__ = [
 ]
 
 TASK, RESULT, ERROR, REQUEUE, DRAINING, BYE = 1, 2, 3, 4, 5, 6
+# Between any two processes of a server (:mod:`tx_swoole.process.messages`): HELLO (the number
+# is the sender's pid, the payload its pickled (kind, id)), PIPE (sendMessage: the number is
+# the source worker id), CALL (a connection-table call on the receiver: the number says which),
+# OPENED and CLOSED (the sender's connections, for the receiver's copy of the table).
+HELLO, PIPE, CALL, OPENED, CLOSED = 7, 8, 9, 10, 11
 _HEAD = struct.Struct("!IBQi")
 HEAD_SIZE = _HEAD.size
 _REST = HEAD_SIZE - 4  # of the head, what the length counts

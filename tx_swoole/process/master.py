@@ -73,6 +73,7 @@ class Worker:
     state: str = "booting"  # booting, ready, draining, exited
     kind: str = "worker"  # or "task" (a task worker: id is its index, 0..task_worker_num-1)
     path: str = ""  # a task worker's socket
+    peerPath: str = ""  # where it listens for the other processes  # noqa: N815
     stats: dict[str, Any] = field(default_factory=dict)  # its last server.stats()
     connections: int = 0
     requests: int = 0
@@ -187,8 +188,8 @@ class MasterService(Service):
             "master (pid {pid}) listening on {host}:{port}; starting {n} workers",
             pid=os.getpid(), host=host, port=port, n=self.settings.worker_num,
         )  # fmt: skip
+        self.runDir = tempfile.mkdtemp(prefix="tx_swoole-")  # 0700: the processes' sockets
         if self.settings.task_worker_num:
-            self.runDir = tempfile.mkdtemp(prefix="tx_swoole-")  # 0700: ours alone
             log.info("starting {n} task workers", n=self.settings.task_worker_num)
         for tid in range(self.settings.task_worker_num):
             self.taskWorkers[tid] = self._spawn(tid, kind="task")
@@ -215,6 +216,7 @@ class MasterService(Service):
         args = [
             self.executable, "-m", "tx_swoole.process.worker", str(wid), str(worker.generation),
             self.reactorName or "", kind,
+            os.path.join(self.runDir, f"peer-{kind}-{wid}-{worker.generation}.sock"),
         ]  # fmt: skip
         child_fds: dict[int, int | str] = {
             0: "w", 1: "r", 2: "r", CONTROL_OUT_FD: "r", CONFIG_FD: "w",
@@ -231,16 +233,20 @@ class MasterService(Service):
         worker.process.writeToChild(CONFIG_FD, self._configJSON)
         worker.process.closeChildFD(CONFIG_FD)
         self.live.append(worker)
-        if kind == "worker":  # where the task workers are (later ones are announced)
-            for tw in self.taskWorkers.values():
-                if tw.state == "ready":
-                    self._tell(worker, "task_worker", index=tw.id, path=tw.path, pid=tw.pid)
+        for other in self.live:  # where the others are (later ones are announced)
+            if other is worker or other.state != "ready":
+                continue
+            if kind == "worker" and other.kind == "task":
+                self._tell(worker, "task_worker", index=other.id, path=other.path, pid=other.pid)
+            self._tell(worker, "peer", kind=other.kind, index=other.id, path=other.peerPath,
+                       pid=other.pid)  # fmt: skip
         return worker
 
     @staticmethod
-    def _tell(worker: Worker, kind: str, **fields: Any) -> None:
+    def _tell(worker: Worker, message: str, **fields: Any) -> None:
+        data = encode(message, **fields)
         try:
-            worker.process.writeToChild(0, encode(kind, **fields))
+            worker.process.writeToChild(0, data)
         except Exception:
             pass  # its stdin is gone: it is exiting anyway
 
@@ -252,12 +258,18 @@ class MasterService(Service):
             self.everReady = True
             self.bootFailures.pop((worker.kind, worker.id), None)
             log.info("{worker} ready", worker=worker.describe())
+            worker.peerPath = str(message.get("peer", ""))
             if worker.kind == "task":
                 worker.path = str(message.get("path", ""))
-                for w in self.live:  # old ones being replaced too: they may still send tasks
-                    if w.kind == "worker":
-                        self._tell(w, "task_worker", index=worker.id, path=worker.path,
-                                   pid=worker.pid)  # fmt: skip
+            for w in self.live:  # old ones being replaced too: they may still send tasks
+                if w is worker:
+                    continue
+                if w.kind == "worker" and worker.kind == "task":
+                    self._tell(w, "task_worker", index=worker.id, path=worker.path,
+                               pid=worker.pid)  # fmt: skip
+                if worker.peerPath:
+                    self._tell(w, "peer", kind=worker.kind, index=worker.id,
+                               path=worker.peerPath, pid=worker.pid)  # fmt: skip
             worker.ready.callback(None)
         elif kind == "stats":
             worker.connections = int(message.get("connections", 0))

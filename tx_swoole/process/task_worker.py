@@ -49,6 +49,7 @@ from tx_swoole.process._task import (
     frame,
     loads,
 )
+from tx_swoole.process.messages import Peers
 from tx_swoole.protocols.tcp import CONNECTION_DONE
 from tx_swoole.reactor import IServerReactor, default_reactor
 from tx_swoole.transport import send_now
@@ -127,6 +128,7 @@ class TaskWorkerService(Service):
         path: str = "",
         reactor: IServerReactor | None = None,
         handler: Any = None,
+        peer_path: str = "",
     ) -> None:
         self.config = config
         self.settings = config.settings
@@ -145,6 +147,9 @@ class TaskWorkerService(Service):
         self.port: Any = None
         self._hooks: dict[str, Any] = {}
         self._handler: Any = handler  # (else [events] task, imported at boot)
+        self._peerPath = peer_path
+        self.peers: Peers | None = None
+        self._peersHeard: list[tuple[str, int, str, int]] = []
         self._drained: defer.Deferred[None] | None = None
         self._stopping: defer.Deferred[None] | None = None
 
@@ -156,6 +161,33 @@ class TaskWorkerService(Service):
     @property
     def connectionCount(self) -> int:
         return len(self.channels)
+
+    # -- the rest of the server, from here ----------------------------------------------------
+    def peerReady(self, kind: str, index: int, path: str, pid: int) -> None:
+        if self.peers is None:
+            self._peersHeard.append((kind, index, path, pid))
+        else:
+            self.peers.peerReady(kind, index, path, pid)
+
+    def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
+        """Swoole's ``sendMessage``, from a task worker."""
+        return self.peers is not None and self.peers.sendMessage(data, dstWorkerId)
+
+    def send(self, connId: int, data: bytes) -> bool:  # noqa: N803
+        """Send to a connection a worker holds (Swoole's task workers may)."""
+        return self.peers is not None and self.peers.remoteSend(connId, data)
+
+    def close(self, connId: int, reset: bool = False) -> bool:  # noqa: N803
+        return self.peers is not None and self.peers.remoteClose(connId, reset)
+
+    def push(self, connId: int, data: Any) -> bool:  # noqa: N803
+        return self.peers is not None and self.peers.remotePush(connId, data)
+
+    def exists(self, connId: int) -> bool:  # noqa: N803
+        return self.peers is not None and connId in self.peers.remote
+
+    def listConnections(self) -> list[int]:
+        return list(self.peers.remote) if self.peers is not None else []
 
     def setRecycleCheck(self, check: Any) -> None:
         """Call ``check`` after each task (``task_max_request``)."""
@@ -190,6 +222,18 @@ class TaskWorkerService(Service):
         log.info("task worker #{index} (pid {pid}) running {task} on {path}",
                  index=self.taskWorkerId, pid=os.getpid(), task=self.config.events["task"],
                  path=self.path)  # fmt: skip
+        if self._peerPath:
+            self.peers = Peers(
+                self.settings,
+                "task",
+                self.taskWorkerId,
+                self.reactor,
+                server=self,
+                pipe_message=self._hooks.get("pipe_message"),
+            )
+            self.peers.listen(self._peerPath)
+            for heard in self._peersHeard:
+                self.peers.peerReady(*heard)
         if "worker_start" in self._hooks:
             await _awaited(self._hooks["worker_start"](self, self.workerId))
 
@@ -299,6 +343,8 @@ class TaskWorkerService(Service):
             )  # fmt: skip
         for channel in list(self.channels):
             channel.transport.loseConnection()  # type: ignore[union-attr]
+        if self.peers is not None:
+            self.peers.close()
         if "worker_stop" in self._hooks:
             try:
                 await _awaited(self._hooks["worker_stop"](self, self.workerId))

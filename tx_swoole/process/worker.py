@@ -33,6 +33,7 @@ from tx_swoole.config import ServerConfig, parse_config, resolve
 from tx_swoole.errors import NoTaskWorkersError
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT
+from tx_swoole.process.messages import Peers
 from tx_swoole.process.tasks import TaskDispatcher
 from tx_swoole.process.watchdog import Watchdog
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
@@ -104,10 +105,16 @@ class AppService(Service):
         worker_id: int = 0,
         listen_fd: int | None = None,
         reactor: IServerReactor | None = None,
+        generation: int = 1,
+        peer_path: str = "",
     ) -> None:
         if reactor is None:
             reactor = default_reactor()
         self.config = config
+        self.generation = generation
+        self.peers: Peers | None = None  # the other processes (a worker of a master only)
+        self._peerPath = peer_path
+        self._peersHeard: list[tuple[str, int, str, int]] = []  # announced before boot
         self.settings = config.settings
         self.workerId = worker_id
         self.reactor = reactor
@@ -175,6 +182,21 @@ class AppService(Service):
         if self.tasks is not None:
             self.tasks.taskWorkerReady(index, path, pid)
 
+    def peerReady(self, kind: str, index: int, path: str, pid: int) -> None:
+        if self.peers is None:
+            self._peersHeard.append((kind, index, path, pid))
+        else:
+            self.peers.peerReady(kind, index, path, pid)
+
+    def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
+        """Swoole's ``sendMessage``: ``data`` (anything pickle takes) to the ``[events]
+        pipe_message`` hook of worker ``dstWorkerId`` (task workers from ``worker_num`` on);
+        False (logged) if there is no such process."""
+        if self.peers is None:
+            log.notice("sendMessage dropped: there are no other workers (worker_num = 0)")
+            return False
+        return self.peers.sendMessage(data, dstWorkerId)
+
     def startService(self) -> None:
         """Boot in the background; ``self.ready`` fires when serving, or fails with the error."""
         super().startService()
@@ -195,6 +217,16 @@ class AppService(Service):
         http_app = resolve(self.config.http_app, base) if self.config.http_app else None
         self.factory = make_factory(self.config, app, reactor=self.reactor, http_app=http_app)
         self.factory.service = self
+        if self._peerPath:  # a worker of a master: ids unique across workers, the others met
+            self.factory.numberIds(self.workerId, self.settings.worker_num, self.generation)
+            self.peers = Peers(self.settings, "worker", self.workerId, self.reactor, server=self,
+                               pipe_message=self._hooks.get("pipe_message"))  # fmt: skip
+            self.peers.listen(self._peerPath)
+            if self.config.type in ("tcp", "websocket"):
+                self.peers.share(self.factory)
+            for heard in self._peersHeard:
+                self.peers.peerReady(*heard)
+            self._peersHeard = []
         if self._listenFd is None:
             self.port = listen_tcp(
                 self.config.port, self.factory, self.settings.backlog, self.config.host,
@@ -284,6 +316,8 @@ class AppService(Service):
         await self._callHook("worker_stop")
         if self.tasks is not None:
             self.tasks.close()
+        if self.peers is not None:
+            self.peers.close()
         if self.watchdog is not None:
             self.watchdog.stop()
 
@@ -319,9 +353,10 @@ def describe_open(factory: ConnectionTable, most: int = 5) -> str:
 
 
 # -- worker process entry point ----------------------------------------------------------------
-# ``python -m tx_swoole.process.worker WORKER_ID GENERATION REACTOR KIND [SOCKET]`` is spawned
-# by the master (REACTOR: its twistd --reactor choice, empty for SwooleReactor; KIND: worker,
-# or task with the path of its SOCKET) with the config as JSON on fd 5 (read to its end, so it
+# ``python -m tx_swoole.process.worker WORKER_ID GENERATION REACTOR KIND PEERS [TASKS]`` is
+# spawned by the master (REACTOR: its twistd --reactor choice, empty for SwooleReactor; KIND:
+# worker or task; PEERS: the Unix socket it listens on for the other processes; TASKS: a task
+# worker's socket for the workers' tasks) with the config as JSON on fd 5 (read to its end, so it
 # is not on the command line), the listening socket on fd 3 (workers), master → worker
 # control messages on fd 0 (stdin, whose EOF means the master died) and worker → master
 # messages on fd 4.  Logs go to stderr as JSON events, which the master re-emits tagged with
@@ -358,6 +393,13 @@ class ControlChannel(Protocol):
                 ready = getattr(self.worker.service, "taskWorkerReady", None)
                 if ready is not None:
                     ready(int(message["index"]), str(message["path"]), int(message["pid"]))
+            elif message["type"] == "peer":  # where another process listens for messages
+                self.worker.service.peerReady(
+                    str(message["kind"]),
+                    int(message["index"]),
+                    str(message["path"]),
+                    int(message["pid"]),
+                )
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         if not self.worker.draining:
@@ -381,12 +423,14 @@ class WorkerRuntime:
         generation: int,
         reactor: IServerReactor,
         service: Any = None,
+        peer_path: str = "",
     ) -> None:
         self.reactor = reactor
         self.generation = generation
         if service is None:
             service = AppService(config, worker_id=worker_id, listen_fd=LISTEN_FD,
-                                 reactor=reactor)  # fmt: skip
+                                 reactor=reactor, generation=generation,
+                                 peer_path=peer_path)  # fmt: skip
             limit = config.settings.max_request
         else:
             limit = config.settings.task_max_request
@@ -408,8 +452,10 @@ class WorkerRuntime:
     def _ready(self, _: Any) -> None:
         if self._recycleAt:
             self.service.setRecycleCheck(self._checkRecycle)
+        peers = self.service.peers
         self.control.send("ready", pid=os.getpid(), generation=self.generation,
-                          path=getattr(self.service, "path", ""))  # fmt: skip
+                          path=getattr(self.service, "path", ""),
+                          peer=peers.path if peers is not None else "")  # fmt: skip
         self._stats.start(STATS_INTERVAL, now=True)
 
     def _bootFailed(self, failure: Failure) -> None:
@@ -488,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_id, generation = int(argv[0]), int(argv[1])
     reactor_name = argv[2] if len(argv) > 2 else ""
     kind = argv[3] if len(argv) > 3 else "worker"
+    peer_path = argv[4] if len(argv) > 4 else ""
     with os.fdopen(CONFIG_FD, "rb") as f:  # the master writes it, then closes its end
         raw = json.loads(f.read())
     config = parse_config(
@@ -507,11 +554,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         reactor = install_unless_chosen()
     service = None
-    if kind == "task":  # a task worker: worker_id is its index, argv[4] its socket's path
+    if kind == "task":  # a task worker: worker_id is its index, argv[5] its tasks' socket
         from tx_swoole.process.task_worker import TaskWorkerService
 
-        service = TaskWorkerService(config, index=worker_id, path=argv[4], reactor=reactor)
-    runtime = WorkerRuntime(config, worker_id, generation, reactor, service)
+        service = TaskWorkerService(config, index=worker_id, path=argv[5], reactor=reactor,
+                                    peer_path=peer_path)  # fmt: skip
+    runtime = WorkerRuntime(config, worker_id, generation, reactor, service, peer_path)
     reactor.callWhenRunning(runtime.start)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(runtime.drain, True))
     reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # every posix reactor's

@@ -73,6 +73,8 @@ class ClientInfo:
     last_recv_time: float
     bytes_in: int
     bytes_out: int
+    worker_id: int = 0  # the worker holding it (for another worker's: address and connect
+    # time as it opened; its receive time and byte counts are that worker's to know)
 
 
 def socket_options(settings: Settings) -> list[tuple[int, int, int]]:
@@ -458,7 +460,10 @@ class ConnectionTable(ServerFactory):
         self.bufferOutputSize = settings.buffer_output_size
         #: The service serving this table in a worker (task workers go through it), or None.
         self.service: Any = None
-        self._nextId = 1
+        #: The other workers' connections and the way to them (:mod:`tx_swoole.process.messages`)
+        self.peers: Any = None
+        self._nextId = self._firstId = 1
+        self._idStride, self._idOffset = 1, 0
         self._sockopts = socket_options(settings)
         self._sockoptFailed = False
         self._refused = 0
@@ -472,7 +477,17 @@ class ConnectionTable(ServerFactory):
     @property
     def acceptCount(self) -> int:
         """Connections taken so far (ids are handed out in order)."""
-        return self._nextId - 1
+        return self._nextId - self._firstId
+
+    def numberIds(self, workerId: int, workerNum: int, generation: int = 1) -> None:  # noqa: N803
+        """Number connections ``n * workerNum + workerId``, unique across the workers, with
+        ``n`` past every id an earlier generation of this worker could have used."""
+        self._idStride, self._idOffset = max(workerNum, 1), workerId
+        self._nextId = self._firstId = 1 + (generation - 1) * 2**32
+
+    def isShared(self, proto: TrackedProtocol) -> bool:
+        """Whether the other workers are told of ``proto`` (every connection of a TCP table)."""
+        return True
 
     # -- the worker's services -----------------------------------------------------------------
     @property
@@ -487,6 +502,13 @@ class ConnectionTable(ServerFactory):
         accepted, open_ = self.acceptCount, len(self.connections)
         return {"connection_num": open_, "accept_count": accepted,
                 "close_count": accepted - open_, "request_count": self.requestCount}  # fmt: skip
+
+    def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
+        """``server.sendMessage()`` (Swoole's): see :mod:`tx_swoole.process.messages`."""
+        if self.service is None:
+            log.notice("sendMessage dropped: no other workers here")
+            return False
+        return bool(self.service.sendMessage(data, dstWorkerId))
 
     def task(self, data: Any, dstWorkerId: int = -1, timeout: float | None = None) -> Any:  # noqa: N803
         """``server.task()`` (Swoole's): see :meth:`tx_swoole.process.worker.AppService.task`."""
@@ -535,12 +557,14 @@ class ConnectionTable(ServerFactory):
 
     def register(self, proto: TrackedProtocol, transport: Any) -> None:
         """Give ``proto`` an id, apply the socket settings and add it to the table."""
-        proto.connId = self._nextId
+        proto.connId = self._nextId * self._idStride + self._idOffset
         self._nextId += 1
         proto.connectTime = proto.lastRecvTime = self.seconds()
         self.connections[proto.connId] = proto
         if self._sockopts:
             self._applySocketOptions(transport)
+        if self.peers is not None and self.isShared(proto):
+            self.peers.localOpened(proto, transport)
 
     def replace(self, old: TrackedProtocol, new: TrackedProtocol) -> None:
         """``new`` takes over ``old``'s connection (a protocol upgrade): its id, times and
@@ -550,10 +574,13 @@ class ConnectionTable(ServerFactory):
         new.connectTime, new.lastRecvTime = old.connectTime, old.lastRecvTime
         new.bytesIn, new.bytesOut = old.byteCounts()
         self.connections[old.connId] = new
+        if self.peers is not None and self.isShared(new) and not self.isShared(old):
+            self.peers.localOpened(new, old.transport)
 
     def unregister(self, proto: TrackedProtocol) -> None:
         """Remove ``proto`` from the table; fires :meth:`whenEmpty` waiters when it empties."""
-        self.connections.pop(proto.connId, None)
+        if self.connections.pop(proto.connId, None) is not None and self.peers is not None:
+            self.peers.localClosed(proto.connId)
         if not self.connections and self._emptyWaiters:
             waiters, self._emptyWaiters = self._emptyWaiters, []
             for d in waiters:
@@ -600,12 +627,18 @@ class ConnectionTable(ServerFactory):
     def exists(self, connId: int) -> bool:
         """True if connection ``connId`` is open (not closed nor closing)."""
         p = self.connections.get(connId)
-        return p is not None and not p.closing
+        if p is None:
+            return self.peers is not None and connId in self.peers.remote
+        return not p.closing
 
     def send(self, connId: int, data: bytes) -> bool:
-        """Send ``data`` to connection ``connId``; False (logged at NOTICE) if it is gone."""
+        """Send ``data`` to connection ``connId``; False (logged at NOTICE) if it is gone.
+        Another worker's connection: handed to that worker (which logs if it closed
+        meanwhile)."""
         p = self.connections.get(connId)
         if p is None:
+            if self.peers is not None and connId in self.peers.remote:
+                return bool(self.peers.remoteSend(connId, data))
             log.notice("send to unknown connection {connId} dropped", connId=connId)
             return False
         return bool(p.send(data))
@@ -614,6 +647,8 @@ class ConnectionTable(ServerFactory):
         """Close connection ``connId`` (flushing output, or RST with ``reset``); False if gone."""
         p = self.connections.get(connId)
         if p is None:
+            if self.peers is not None and connId in self.peers.remote:
+                return bool(self.peers.remoteClose(connId, reset))
             log.notice("close of unknown connection {connId}", connId=connId)
             return False
         return p.close(reset=reset)
@@ -622,15 +657,21 @@ class ConnectionTable(ServerFactory):
         """Address, times and byte counts of connection ``connId``, or None if unknown."""
         p = self.connections.get(connId)
         if p is None:
-            return None
+            where = self.peers.remote.get(connId) if self.peers is not None else None
+            if where is None:
+                return None
+            return ClientInfo(connId, where.host, where.port, where.connectTime,
+                              where.connectTime, 0, 0, where.workerId)  # fmt: skip
         peer = p.transport.getPeer()
         return ClientInfo(
             connId, getattr(peer, "host", str(peer)), getattr(peer, "port", 0),
-            p.connectTime, p.lastRecvTime, *p.byteCounts(),
+            p.connectTime, p.lastRecvTime, *p.byteCounts(), self.workerId,
         )  # fmt: skip
 
     def listConnections(self) -> list[int]:
-        """The ids of the open connections, oldest first."""
+        """The ids of the open connections, oldest first (this worker's, then the others')."""
+        if self.peers is not None and self.peers.remote:
+            return [*self.connections, *self.peers.remote]
         return list(self.connections)
 
     # -- draining (reload, shutdown) ----------------------------------------------------------

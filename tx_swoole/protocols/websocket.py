@@ -509,16 +509,25 @@ class WebSocketFactory(HTTPFactory):
         p = self.connections.get(connId)
         return p if isinstance(p, WebSocketProtocol) and p.ws is not None else None
 
+    def isShared(self, proto: Any) -> bool:
+        """The other workers hear of a connection once it is a WebSocket."""
+        return isinstance(proto, WebSocketProtocol)
+
     def isEstablished(self, connId: int) -> bool:
-        """True if ``connId`` is a WebSocket connection past its handshake and not closing."""
+        """True if ``connId`` is a WebSocket connection past its handshake and not closing
+        (another worker's: past its handshake and not closed, as far as this one knows)."""
         p = self._ws(connId)
-        return p is not None and p.ws.state is OPEN and not p.closing
+        if p is None:
+            return self.peers is not None and connId in self.peers.remote
+        return p.ws.state is OPEN and not p.closing
 
     def push(self, connId: int, data: str | bytes | Ping) -> bool:
         """Send a message to WebSocket connection ``connId``; False (logged) if it is not one,
         is gone or closing, or has more than ``buffer_output_size`` unsent."""
         p = self._ws(connId)
         if p is None:
+            if self.peers is not None and connId in self.peers.remote:
+                return bool(self.peers.remotePush(connId, data))
             log.notice("push to connection {connId} dropped: no such WebSocket connection",
                        connId=connId)  # fmt: skip
             return False
@@ -527,20 +536,30 @@ class WebSocketFactory(HTTPFactory):
     def disconnect(self, connId: int, code: int = NORMAL, reason: str = "") -> bool:
         """Close WebSocket connection ``connId`` with a close frame; False if it is not one."""
         p = self._ws(connId)
+        if p is None and self.peers is not None and connId in self.peers.remote:
+            return bool(self.peers.remoteDisconnect(connId, code, reason))
         return p is not None and p.disconnect(code, reason)
 
-    def broadcast(self, data: str | bytes, connIds: Iterable[int] | None = None) -> int:
-        """Send ``data`` to every established WebSocket connection (or those of
-        ``connIds``): the frame is encoded once.  Returns how many accepted it."""
+    def broadcast(
+        self, data: str | bytes, connIds: Iterable[int] | None = None, local: bool = False
+    ) -> int:
+        """Send ``data`` to every established WebSocket connection of the server, every
+        worker's (or to those of ``connIds``; ``local``: this worker's only): the frame is
+        encoded once per worker.  Returns how many accepted it (for other workers': how many
+        they hold)."""
         if isinstance(data, str):
             shared = frame(0x1, data.encode())
         else:
             shared = frame(0x2, bytes(data))
         ids = self.connections if connIds is None else connIds
         sent = 0
+        if connIds is None and not local and self.peers is not None:
+            sent += self.peers.remoteBroadcast(data)
         for connId in list(ids):
             p = self._ws(connId)
             if p is None:
+                if connIds is not None and self.peers is not None and connId in self.peers.remote:
+                    sent += self.peers.remotePush(connId, data)
                 continue
             if p.ws.deflate is not None:
                 sent += p.send(data)

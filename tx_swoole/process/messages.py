@@ -1,0 +1,344 @@
+"""Messages between the processes of one server, and the connection table across workers.
+
+Every worker and task worker listens on a Unix socket of its own in the master's private
+runtime directory (the master says where each one is, and again when one is replaced) and
+connects to every other: :class:`Peers` holds those channels.  Over them go
+
+- ``server.sendMessage(data, dstWorkerId)`` (Swoole's sendMessage; the receiver's ``[events]
+  pipe_message`` gets ``(server, srcWorkerId, data)``).  Worker ids as Swoole numbers them:
+  workers ``0..worker_num-1``, task workers from ``worker_num`` on;
+- for a TCP or WebSocket server, each worker's connections as they open and close, so every
+  process keeps a copy of the whole table: ``exists``, ``listConnections`` and
+  ``getClientInfo`` answer for connections held anywhere, and ``send``, ``close``, ``push``
+  and ``disconnect`` on another worker's connection are handed to that worker, which does
+  them (and logs the usual NOTICE if the connection closed meanwhile).
+
+Connection ids are unique across the server without asking anyone: a worker numbers its
+connections ``n * worker_num + workerId`` (so ``worker_num = 1`` keeps 1, 2, 3...), with ``n``
+starting past every id an earlier generation of that worker could have used.
+
+Resource handling: a channel per pair of processes; the copy of the table costs one small
+entry per remote connection.  Error handling: a peer that goes away takes its connections out
+of the copy; a message to a worker that is not there is logged and ``sendMessage`` returns
+False.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.python.failure import Failure
+
+from tx_swoole._log import SwooleLogger
+from tx_swoole.errors import FramingError, TaskSerializationError
+from tx_swoole.process._task import (
+    CALL,
+    CLOSED,
+    HELLO,
+    OPENED,
+    PIPE,
+    FrameReader,
+    dumps,
+    frame,
+    loads,
+)
+from tx_swoole.protocols.tcp import CONNECTION_DONE
+from tx_swoole.reactor import IServerReactor
+from tx_swoole.settings import Settings
+from tx_swoole.transport import send_now
+
+log = SwooleLogger("tx_swoole.messages")
+__all__ = ["Peers", "RemoteConnection"]
+
+# CALL numbers: what the owner of a connection is asked to do with it
+SEND, CLOSE, PUSH, DISCONNECT, BROADCAST = 1, 2, 3, 4, 5
+_CALLS = {SEND: "send", CLOSE: "close", PUSH: "push", DISCONNECT: "disconnect",
+          BROADCAST: "broadcast"}  # fmt: skip
+
+
+class RemoteConnection(NamedTuple):
+    """A connection another process holds, as this one knows it."""
+
+    pid: int  # of the worker that holds it
+    workerId: int  # noqa: N815
+    host: str
+    port: int
+    connectTime: float  # noqa: N815
+
+
+class _Channel(Protocol):
+    """Either end of a channel: frames in, handed to :class:`Peers`."""
+
+    def __init__(self, peers: Peers, outgoing: bool, key: tuple[str, int, int]) -> None:
+        self.peers = peers
+        self.outgoing = outgoing
+        self.key = key  # (kind, id, pid) of the other end (learnt from HELLO when incoming)
+        self.reader = FrameReader(peers.settings.package_max_length)
+
+    def connectionMade(self) -> None:
+        if self.outgoing:
+            self.peers.channelUp(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except FramingError as e:
+            log.error("channel to {key} closed: {error}", key=self.key, error=e)
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        for f in frames:
+            self.peers.received(self, f.kind, f.taskId, f.number, f.payload)
+
+    def write(self, data: bytes) -> None:
+        send_now(self.transport, data)
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        self.peers.channelLost(self)
+
+
+class _Out(ClientFactory):
+    noisy = False
+
+    def __init__(self, peers: Peers, key: tuple[str, int, int]) -> None:
+        self.peers, self.key = peers, key
+
+    def buildProtocol(self, addr: Any) -> _Channel:
+        return _Channel(self.peers, True, self.key)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        log.info("cannot reach {kind} {id} (pid {pid}): {error}", kind=self.key[0],
+                 id=self.key[1], pid=self.key[2], error=reason.getErrorMessage())  # fmt: skip
+
+
+class _In(Factory):
+    noisy = False
+
+    def __init__(self, peers: Peers) -> None:
+        self.peers = peers
+
+    def buildProtocol(self, addr: Any) -> _Channel:
+        return _Channel(self.peers, False, ("?", -1, 0))
+
+
+class Peers:
+    """This process's channels to the others (module docstring).
+
+    ``kind`` and ``index``: what this process is (``worker`` N, or ``task`` N); ``server``: what
+    the ``pipe_message`` hook gets; ``pipe_message``: that hook, or None.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        kind: str,
+        index: int,
+        reactor: IServerReactor,
+        server: Any = None,
+        pipe_message: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.kind, self.index = kind, index
+        self.workerId = index if kind == "worker" else settings.worker_num + index
+        self.reactor = reactor
+        self.server = server
+        self.pipeMessage = pipe_message
+        self.table: Any = None  # this worker's ConnectionTable, when it shares it
+        self.out: dict[int, _Channel] = {}  # by the other end's pid
+        self.newest: dict[tuple[str, int], int] = {}  # (kind, index) -> pid of the newest
+        self.remote: dict[int, RemoteConnection] = {}
+        self.port: Any = None
+        self.path = ""
+        self.messageCount = 0
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def listen(self, path: str) -> None:
+        self.path = path
+        if os.path.exists(path):
+            os.unlink(path)
+        self.port = self.reactor.listenUNIX(path, _In(self), mode=0o600)
+
+    def peerReady(self, kind: str, index: int, path: str, pid: int) -> None:
+        """The master says process ``kind`` ``index`` (``pid``) listens at ``path``."""
+        if pid == os.getpid():
+            return
+        self.newest[(kind, index)] = pid
+        if pid not in self.out:
+            self.reactor.connectUNIX(path, _Out(self, (kind, index, pid)), timeout=10)
+
+    def channelUp(self, channel: _Channel) -> None:
+        pid = channel.key[2]
+        self.out[pid] = channel
+        channel.write(frame(HELLO, 0, os.getpid(), dumps((self.kind, self.index), 1 << 16, "")))
+        if self.table is not None:  # what we hold, for its copy of the table
+            for p in list(self.table.connections.values()):
+                channel.write(self._opened(p))
+
+    def channelLost(self, channel: _Channel) -> None:
+        kind, index, pid = channel.key
+        if channel.outgoing:
+            if self.out.get(pid) is channel:
+                del self.out[pid]
+            return
+        gone = [c for c, r in self.remote.items() if r.pid == pid]
+        for connId in gone:
+            del self.remote[connId]
+
+    def close(self) -> None:
+        if self.port is not None:
+            self.port.stopListening()
+        for channel in list(self.out.values()):
+            channel.transport.loseConnection()  # type: ignore[union-attr]
+
+    # -- the copy of the table --------------------------------------------------------------------
+    def share(self, table: Any) -> None:
+        """Share ``table``'s connections with the other processes, and answer for theirs."""
+        self.table = table
+        table.peers = self
+
+    def _opened(self, proto: Any, transport: Any = None) -> bytes:
+        peer = (transport or proto.transport).getPeer()
+        info = (proto.connId, getattr(peer, "host", str(peer)), getattr(peer, "port", 0),
+                proto.connectTime)  # fmt: skip
+        return frame(OPENED, proto.connId, self.workerId, dumps(info, 1 << 16, "connection"))
+
+    def localOpened(self, proto: Any, transport: Any = None) -> None:
+        data = self._opened(proto, transport)
+        for channel in self.out.values():
+            channel.write(data)
+
+    def localClosed(self, connId: int) -> None:
+        data = frame(CLOSED, connId, self.workerId)
+        for channel in self.out.values():
+            channel.write(data)
+
+    def forward(self, call: int, connId: int, *args: Any) -> bool:
+        """Ask the worker holding ``connId`` to ``send``/``close``/``push``/``disconnect`` it."""
+        where = self.remote.get(connId)
+        channel = self.out.get(where.pid) if where is not None else None
+        if channel is None:
+            log.notice("{call} to unknown connection {connId} dropped", call=_CALLS[call],
+                       connId=connId)  # fmt: skip
+            return False
+        try:
+            payload = dumps(args, self.settings.package_max_length, f"{_CALLS[call]} data")
+        except TaskSerializationError as e:
+            log.warn("{call} to connection {connId} refused: {error}", call=_CALLS[call],
+                     connId=connId, error=e)  # fmt: skip
+            return False
+        channel.write(frame(CALL, connId, call, payload))
+        return True
+
+    def remoteSend(self, connId: int, data: bytes) -> bool:  # noqa: N803
+        return self.forward(SEND, connId, data)
+
+    def remoteClose(self, connId: int, reset: bool = False) -> bool:  # noqa: N803
+        return self.forward(CLOSE, connId, reset)
+
+    def remotePush(self, connId: int, data: Any) -> bool:  # noqa: N803
+        return self.forward(PUSH, connId, data)
+
+    def remoteDisconnect(self, connId: int, code: int, reason: str) -> bool:  # noqa: N803
+        return self.forward(DISCONNECT, connId, code, reason)
+
+    def remoteBroadcast(self, data: Any) -> int:
+        """``data`` to every WebSocket connection of the other workers (each broadcasts its
+        own); how many connections they hold."""
+        try:
+            payload = dumps((data,), self.settings.package_max_length, "broadcast data")
+        except TaskSerializationError as e:
+            log.warn("broadcast refused: {error}", error=e)
+            return 0
+        owners = {r.pid for r in self.remote.values()}
+        for pid in owners:
+            channel = self.out.get(pid)
+            if channel is not None:
+                channel.write(frame(CALL, 0, BROADCAST, payload))
+        return sum(1 for r in self.remote.values() if r.pid in self.out)
+
+    # -- messages -------------------------------------------------------------------------------
+    def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
+        """Swoole's ``sendMessage``: ``data`` to the ``pipe_message`` hook of worker
+        ``dstWorkerId`` (task workers from ``worker_num`` on); False (logged) if there is no
+        such process, or it is this one."""
+        s = self.settings
+        if dstWorkerId == self.workerId:
+            log.notice("sendMessage to worker {id}, this process, dropped: it cannot send to "
+                       "itself", id=dstWorkerId)  # fmt: skip
+            return False
+        if dstWorkerId < s.worker_num:
+            key = ("worker", dstWorkerId)
+        else:
+            key = ("task", dstWorkerId - s.worker_num)
+        pid = self.newest.get(key)
+        channel = self.out.get(pid) if pid is not None else None
+        if channel is None:
+            log.notice("sendMessage to worker {id} dropped: no such process is reachable "
+                       "(worker_num={w}, task_worker_num={t})", id=dstWorkerId,
+                       w=s.worker_num, t=s.task_worker_num)  # fmt: skip
+            return False
+        try:
+            payload = dumps(data, s.package_max_length, "the message")
+        except TaskSerializationError as e:
+            log.warn("sendMessage to worker {id} refused: {error}", id=dstWorkerId, error=e)
+            return False
+        channel.write(frame(PIPE, 0, self.workerId, payload))
+        return True
+
+    def received(
+        self, channel: _Channel, kind: int, ident: int, number: int, payload: bytes
+    ) -> None:
+        if kind == OPENED:
+            connId, host, port, connected = loads(payload, "connection")
+            self.remote[connId] = RemoteConnection(channel.key[2], number, host, port, connected)
+        elif kind == CLOSED:
+            self.remote.pop(ident, None)
+        elif kind == CALL:
+            self._call(number, ident, payload)
+        elif kind == PIPE:
+            self._pipe(number, payload)
+        elif kind == HELLO:
+            peer_kind, peer_index = loads(payload, "hello")
+            channel.key = (peer_kind, peer_index, number)
+
+    def _call(self, call: int, connId: int, payload: bytes) -> None:
+        table = self.table
+        if table is None:
+            return
+        args = loads(payload, "call")
+        if call == BROADCAST:
+            table.broadcast(*args, local=True)
+            return
+        if connId not in table.connections:
+            log.notice("{call} to closed connection {connId} dropped", call=_CALLS.get(call),
+                       connId=connId)  # fmt: skip
+            return
+        if call == SEND:
+            table.send(connId, *args)
+        elif call == CLOSE:
+            table.close(connId, *args)
+        elif call == PUSH:
+            table.push(connId, *args)
+        elif call == DISCONNECT:
+            table.disconnect(connId, *args)
+
+    def _pipe(self, src: int, payload: bytes) -> None:
+        self.messageCount += 1
+        hook = self.pipeMessage
+        if hook is None:
+            log.notice("a message from worker {src} arrived but there is no [events] "
+                       "pipe_message to take it", src=src)  # fmt: skip
+            return
+        try:
+            data = loads(payload, "the message")
+            result = hook(self.server, src, data)
+        except Exception:
+            log.failure("pipe_message from worker {src} failed", src=src)
+            return
+        if result is not None and hasattr(result, "addErrback"):
+            result.addErrback(lambda f: log.failure("pipe_message failed", f))
+        elif result is not None and hasattr(result, "__await__"):
+            from twisted.internet import defer
+
+            defer.ensureDeferred(result).addErrback(lambda f: log.failure("pipe_message failed", f))
