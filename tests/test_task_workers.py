@@ -163,3 +163,14 @@ def test_tasks_under_load_across_sigusr2_and_sigusr1_none_lost_none_run_twice(
     assert set(runs) == {a[0] for a in answers}  # none lost
     assert [k for k, n in runs.items() if n > 1] == []  # none run twice
     assert len(list(tmp_path.glob("runs-*"))) >= 6  # three generations of two task workers
+
+
+@pytest.mark.timeout(60)
+def test_task_max_request_recycles_task_workers_without_failing_a_task(tmp_path: Path) -> None:
+    server, port, pidfile = start(tmp_path, task_max_request=5)
+    with server:
+        first = set(task_pids(pidfile).values())
+        answers = [run(port, str(i)) for i in range(40)]
+        assert answers == [(200, str(i + 1)) for i in range(40)]
+        server.wait_for(rb"task_max_request reached")
+        wait_until(lambda: not first & set(task_pids(pidfile).values()), timeout=20)
