@@ -11,17 +11,14 @@ flight); the receiver is found on the same worker or on the other (connection id
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from twistd_run import twistd
 
 
 def frame(body: bytes) -> bytes:
@@ -96,12 +93,7 @@ def main() -> None:
             f'[server]\ntype = "tcp"\nport = {port}\napp = "relay_app:Relay"\n'
             '[settings]\nworker_num = 2\nlog_level = "warning"\nopen_length_check = true\n'
         )
-        env = dict(os.environ, PYTHONPATH=str(HERE))
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-             "--pidfile=", "swoole", "-c", str(cfg)],
-            cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        proc = twistd(cfg)
         try:
             time.sleep(3)
             pairs = {"same worker": pair(port, True), "other worker": pair(port, False)}

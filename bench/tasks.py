@@ -14,15 +14,12 @@ import argparse
 import asyncio
 import concurrent.futures
 import multiprocessing
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from twistd_run import twistd
 
 
 def echo(data: object) -> object:
@@ -38,13 +35,8 @@ def ours(size: int, dur: float, c: int) -> float:
             f"package_max_length = {max(4 << 20, 2 * size)}\n"
             '[events]\nworker_start = "task_app:start"\ntask = "task_app:on_task"\n'
         )
-        env = dict(os.environ, BENCH_DIR=tmp, BENCH_SIZE=str(size), BENCH_DUR=str(dur),
-                   BENCH_C=str(c), PYTHONPATH=str(HERE))  # fmt: skip
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-             "--pidfile=", "swoole", "-c", str(cfg)],
-            cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        proc = twistd(cfg, BENCH_DIR=tmp, BENCH_SIZE=str(size), BENCH_DUR=str(dur),
+                      BENCH_C=str(c))  # fmt: skip
         try:
             deadline = time.monotonic() + dur + 60
             files = [Path(tmp) / "w0", Path(tmp) / "w1"]
