@@ -8,6 +8,7 @@ so a reload always runs the code as it is on disk now.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -136,6 +137,7 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
             if server["app"] else "[server] app is missing: name a WebSocketProtocol subclass, "
             "or the functions [events] message (and open, close, handshake)"
         )  # fmt: skip
+    settings = _static(settings, base_dir)
     if settings.task_worker_num and "task" not in events:
         raise ConfigError(f"task_worker_num = {settings.task_worker_num} needs [events] task = "
                           '"module:function" (what the task workers run)')  # fmt: skip
@@ -153,6 +155,24 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
         path=path,
         **server,
     )
+
+
+def _static(settings: Settings, base_dir: str) -> Settings:
+    """The static handler's settings checked, ``document_root`` made absolute."""
+    for loc in settings.static_handler_locations:
+        if not loc.startswith("/"):
+            raise ConfigError(f"static_handler_locations entry {loc!r} must start with '/' "
+                              "(a URL path prefix)")  # fmt: skip
+    if not settings.enable_static_handler:
+        return settings
+    if not settings.document_root:
+        raise ConfigError("enable_static_handler = true needs document_root (the directory "
+                          "of the files)")  # fmt: skip
+    root = os.path.join(os.path.abspath(base_dir), settings.document_root)
+    if not os.path.isdir(root):
+        raise ConfigError(f"document_root = {settings.document_root!r}: {root} is not a "
+                          "directory")  # fmt: skip
+    return dataclasses.replace(settings, document_root=root)
 
 
 def load_config(path: str) -> ServerConfig:

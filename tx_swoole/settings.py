@@ -92,6 +92,13 @@ class Settings:
     # Seconds a WebSocket reader may keep more than buffer_output_size unsent before it is
     # closed with 1008 (0: never; pushes are refused meanwhile either way).
     websocket_send_timeout: float = field(default=60.0, metadata=_meta(0, 86400))
+    # Static files (Swoole's): files under document_root served before the handler; with
+    # static_handler_locations (URL prefixes) only those paths, a missing file a 404.
+    enable_static_handler: bool = False
+    document_root: str = ""
+    static_handler_locations: tuple[str, ...] = ()
+    # Serve files whose symlinks lead out of document_root (off: 403).
+    static_handler_follow_symlinks: bool = False
     # Connections and buffers.  Swoole: 8 MiB output buffer per connection.
     buffer_output_size: int = field(default=8 * 1024 * 1024, metadata=_meta(1024, 2**40))
     max_conn: int = field(default=10000, metadata=_meta(1, 1_000_000))
@@ -123,8 +130,7 @@ NOT_SUPPORTED = frozenset({
     "task_ipc_mode", "task_enable_coroutine",
     "task_tmpdir", "ssl_cert_file", "ssl_key_file", "ssl_ciphers", "ssl_protocols",
     "ssl_verify_peer", "ssl_client_cert_file", "ssl_allow_self_signed", "ssl_verify_depth",
-    "open_http2_protocol", "open_websocket_protocol", "enable_static_handler", "document_root",
-    "static_handler_locations", "http_compression", "http_compression_level",
+    "open_http2_protocol", "open_websocket_protocol", "http_compression", "http_compression_level",
     "http_gzip_level", "upload_tmp_dir", "upload_max_filesize",
     "open_mqtt_protocol", "open_redis_protocol", "reactor_num", "dispatch_mode",
     "dispatch_func", "daemonize", "log_file", "log_rotation", "pid_file", "user", "group",
@@ -156,6 +162,10 @@ def _check_type(name: str, value: Any, annotation: str) -> Any:
             return float(value)
     elif kind == "str" and isinstance(value, str):
         return value
+    elif kind == "tuple[str, ...]":
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        kind = "a list of strings"
     raise ConfigError(f"setting {name} = {value!r}: expected {kind}, got {type(value).__name__}")
 
 

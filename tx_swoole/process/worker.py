@@ -57,6 +57,16 @@ def make_factory(
                 "tx_swoole.protocols.tcp.TCPProtocol for type = 'tcp'"
             )
         return ConnectionTable(app, config.settings, reactor=reactor)
+    s = config.settings
+    if s.enable_static_handler and config.type in ("http", "websocket"):
+        from tx_swoole.protocols.static import StaticFiles
+
+        if config.type == "http":
+            app = StaticFiles(s.document_root, app, s.static_handler_locations,
+                              s.static_handler_follow_symlinks)  # fmt: skip
+        else:
+            http_app = StaticFiles(s.document_root, http_app, s.static_handler_locations,
+                                   s.static_handler_follow_symlinks)  # fmt: skip
     if config.type == "websocket":
         from tx_swoole.protocols.websocket import WebSocketFactory, WebSocketProtocol
 

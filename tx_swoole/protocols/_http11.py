@@ -72,6 +72,7 @@ MAX_PIPELINE = 32  # requests held behind the one being answered before reading 
 LINGER_TIME = 2.0  # seconds to drain a client's input after a closing response (nginx: 5)
 LINGER_BYTES = 1 << 20  # ... or until this many bytes were discarded
 _NO_HEADERS = (DEFAULT_CONTENT_TYPE, 0)
+_NO_CONTENT = (b"204", b"304")
 
 
 class HTTPConnection(RequestParser):
@@ -314,6 +315,8 @@ class HTTPConnection(RequestParser):
             tail = b"Connection: close\r\n\r\n"
             self._closing(now)
         length = _LENGTH_LINES.get(len(body)) or length_line(len(body))
+        if not body and status[9:12] in _NO_CONTENT:
+            length = b""  # 204 and 304 have no body, so no Content-Length (RFC 9110 8.6)
         if request.raw_method == b"HEAD":
             body = b""
         data = b"".join((status, server_headers, block, length, tail, body))
@@ -345,6 +348,11 @@ class HTTPConnection(RequestParser):
         data = b"".join((status, server_headers, block, framing, tail))
         self.bytes_out += len(data)
         return data
+
+    @property
+    def head_only(self) -> bool:
+        """The response being written answers a HEAD request: it has no body."""
+        return self._head_only
 
     def data(self, chunk: bytes) -> bytes:
         """A piece of the streamed body, framed (b"" for HEAD requests and empty pieces)."""

@@ -46,7 +46,7 @@ class IResponseChannel(Interface):
     def whenDrained() -> defer.Deferred[None]:
         """Fires once the unsent output is under ``buffer_output_size``."""
 
-    def sendFile(f: IO[bytes]) -> defer.Deferred[None]:  # noqa: N805
+    def sendFile(f: IO[bytes], length: int | None = None) -> defer.Deferred[None]:  # noqa: N805
         """Stream the open file as the body (head already sent); fires when it is sent."""
 
     def responseEnded() -> None:
@@ -208,8 +208,12 @@ class Response:
         except ValueError:
             return False  # the head check raises when the head is written
 
-    def sendfile(self, path: str, content_type: str | None = None) -> defer.Deferred[None]:
-        """Send the file at ``path`` as the whole body; the Deferred fires when it is sent.
+    def sendfile(
+        self, path: str, content_type: str | None = None, offset: int = 0,
+        length: int | None = None,
+    ) -> defer.Deferred[None]:  # fmt: skip
+        """Send the file at ``path`` as the whole body (or ``length`` bytes of it from
+        ``offset``); the Deferred fires when it is sent.
 
         Raises ``OSError`` (synchronously, before anything is sent) if the file cannot be
         opened, so the handler can answer otherwise.  The file is read as the client reads
@@ -219,7 +223,10 @@ class Response:
             raise ResponseStateError("sendfile() after the response started")
         f = open(path, "rb")  # noqa: SIM115 - closed when the transfer ends
         try:
-            size = os.fstat(f.fileno()).st_size
+            size = max(os.fstat(f.fileno()).st_size - offset, 0)
+            size = size if length is None else min(length, size)
+            if offset:
+                f.seek(offset)
             if not self._has_content_type():
                 self.header(b"Content-Type", content_type or mimetypes.guess_type(path)[0] or
                             "application/octet-stream")  # fmt: skip
@@ -228,4 +235,4 @@ class Response:
             f.close()
             raise
         self.ended = True
-        return self._proto.sendFile(f)
+        return self._proto.sendFile(f, size)

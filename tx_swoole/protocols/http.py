@@ -98,7 +98,7 @@ class HTTPProtocol(TrackedProtocol):
         self._readPaused = False
         self.transportPaused = False
         self._drainWaiters: list[defer.Deferred[None]] | None = None
-        self._file: Any = None  # (response, file, Deferred) while sendfile() streams
+        self._file: Any = None  # (file, Deferred, bytes left or -1) while sendfile() streams
 
     def connectionMade(self) -> None:
         server = self.server
@@ -277,27 +277,32 @@ class HTTPProtocol(TrackedProtocol):
         self._send(conn.end(self.server.now))
         self.responseEnded()
 
-    def sendFile(self, f: IO[bytes]) -> defer.Deferred[None]:
-        """Stream the open file ``f`` as the body (head already sent), as the client reads."""
+    def sendFile(self, f: IO[bytes], length: int | None = None) -> defer.Deferred[None]:
+        """Stream the open file ``f`` (``length`` bytes from where it is, or to its end) as
+        the body (head already sent), as the client reads; nothing is read for HEAD."""
         d: defer.Deferred[None] = defer.Deferred()
         if not self.connected:
             f.close()
             d.callback(None)
             return d
-        self._file = (f, d)
+        left = 0 if self.conn.head_only else -1 if length is None else length
+        self._file = (f, d, left)
         self._sendFileChunks()
         return d
 
     def _sendFileChunks(self) -> None:
-        f, d = self._file
+        f, d, left = self._file
         while not self.transportPaused and self.connected:
-            chunk = f.read(FILE_CHUNK)
+            chunk = f.read(FILE_CHUNK if left < 0 else min(FILE_CHUNK, left)) if left else b""
             if not chunk:
                 self._file = None
                 f.close()
                 self.endBody(b"")
                 d.callback(None)
                 return
+            if left > 0:
+                left -= len(chunk)
+                self._file = (f, d, left)
             self._send(self.conn.data(chunk))
 
     def _overLimit(self) -> bool:
@@ -407,7 +412,7 @@ class HTTPProtocol(TrackedProtocol):
         if conn is not None:
             conn.stop()
         if self._file is not None:
-            f, d = self._file
+            f, d, _ = self._file
             self._file = None
             f.close()
             d.errback(reason)

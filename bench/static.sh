@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# A 1 KiB static file, ab -k -c100, ours (one process, enable_static_handler) against nginx
+# (one worker, sendfile) and twisted.web's static.File, interleaved over ROUNDS rounds.
+#   usage: bench/static.sh    env: N (50000), C (100), ROUNDS (3), SIZE (1024)
+# Files live in /tmp/peers-webroot (the peers' nginx.conf root).
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+PEERS=$HERE/../../shared/peers
+N=${N:-50000}; C=${C:-100}; ROUNDS=${ROUNDS:-3}; SIZE=${SIZE:-1024}
+ROOT=/tmp/peers-webroot
+mkdir -p "$ROOT"
+head -c "$SIZE" /dev/urandom > "$ROOT/file.bin"
+CFG=$(mktemp -d)/static.toml
+cat > "$CFG" <<TOML
+[server]
+type = "http"
+port = 8087
+app = "http_hello:handler"
+[settings]
+worker_num = 0
+log_level = "warning"
+enable_static_handler = true
+document_root = "$ROOT"
+TOML
+declare -A CMD PORT
+CMD[ours]="twistd -n --pidfile= swoole -c $CFG"; PORT[ours]=8087
+CMD[nginx]="nginx -c $PEERS/nginx.conf"; PORT[nginx]=8086
+CMD[twistedweb]="twistd -n --pidfile= web --path $ROOT --listen tcp:8088:interface=127.0.0.1"
+PORT[twistedweb]=8088
+names="ours nginx twistedweb"
+pids=()
+trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done' EXIT INT TERM
+for n in $names; do
+  setsid bash -c "cd '$HERE/../examples' && exec ${CMD[$n]}" >/tmp/static-$n.log 2>&1 &
+  pids+=($!)
+done
+sleep 3
+declare -A RUNS
+for r in $(seq "$ROUNDS"); do
+  for n in $names; do
+    rps=$(timeout 120 ab -q -s 10 -k -c "$C" -n "$N" "http://127.0.0.1:${PORT[$n]}/file.bin" 2>/dev/null |
+          awk '/Requests per second/ {print $4}')
+    echo "$n round $r: $rps requests/s"
+    RUNS[$n]="${RUNS[$n]:-} $rps"
+  done
+done
+declare -A MED
+for n in $names; do
+  MED[$n]=$(echo ${RUNS[$n]} | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+  echo "median $n ${MED[$n]} requests/s"
+done
+for n in nginx twistedweb; do
+  awk -v a="${MED[ours]}" -v b="${MED[$n]}" -v n="$n" 'BEGIN{printf "ours / %s = %.2f\n", n, a/b}'
+done
