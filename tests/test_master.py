@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from typing import Any
 
@@ -100,6 +101,8 @@ class Harness:
 
     def close(self) -> None:
         self.sock.close()
+        if self.master.runDir:
+            shutil.rmtree(self.master.runDir, ignore_errors=True)
 
 
 @pytest.fixture

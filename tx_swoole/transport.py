@@ -14,6 +14,7 @@ reports the loss through ``connectionLost`` as usual.
 from __future__ import annotations
 
 import ctypes
+import os
 import socket
 import struct
 from errno import EWOULDBLOCK
@@ -185,3 +186,35 @@ def refuse_new_connections(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+def accept_queued(port: Any, rounds: int = 1000) -> None:
+    """Accept every connection already waiting on listening ``port`` (TCP or Unix), so that
+    none is reset when it closes."""
+    for _ in range(rounds):
+        before = port.sessionno
+        port.numberAccepts = 1000
+        port.doRead()
+        if port.sessionno == before:
+            return
+
+
+def stop_unix_port(port: Any, path: str) -> Any:
+    """Stop listening Unix ``port`` at ``path`` without resetting a connection: new ones are
+    refused at once (a plain file takes the socket's place), those already queued are
+    accepted, then the port closes.  Returns ``stopListening``'s Deferred."""
+    aside = path + ".closing"
+    try:
+        os.rename(path, aside)  # connects by the path now fail...
+        open(path, "w").close()  # ...with ECONNREFUSED; Twisted removes this file on close
+    except OSError:
+        aside = ""
+    accept_queued(port)
+    d = port.stopListening()
+
+    def tidy(result: Any) -> Any:
+        if aside and os.path.exists(aside):
+            os.unlink(aside)
+        return result
+
+    return d.addBoth(tidy)

@@ -47,7 +47,7 @@ from tx_swoole.process._task import (
 from tx_swoole.protocols.tcp import CONNECTION_DONE
 from tx_swoole.reactor import IServerReactor
 from tx_swoole.settings import Settings
-from tx_swoole.transport import send_now
+from tx_swoole.transport import send_now, stop_unix_port
 
 log = SwooleLogger("tx_swoole.messages")
 __all__ = ["Peers", "RemoteConnection"]
@@ -186,8 +186,8 @@ class Peers:
             del self.remote[connId]
 
     def close(self) -> None:
-        if self.port is not None:
-            self.port.stopListening()
+        if self.port is not None:  # what made it in is read, not reset
+            stop_unix_port(self.port, self.path)
         for channel in list(self.out.values()):
             channel.transport.loseConnection()  # type: ignore[union-attr]
 

@@ -52,7 +52,7 @@ from tx_swoole.process._task import (
 from tx_swoole.process.messages import Peers
 from tx_swoole.protocols.tcp import CONNECTION_DONE
 from tx_swoole.reactor import IServerReactor, default_reactor
-from tx_swoole.transport import send_now
+from tx_swoole.transport import send_now, stop_unix_port
 
 log = SwooleLogger("tx_swoole.task")
 __all__ = ["TaskWorkerService"]
@@ -315,10 +315,8 @@ class TaskWorkerService(Service):
     async def _drain(self, final: bool) -> None:
         self.draining, self.final = True, final
         self._drained = defer.Deferred()
-        if self.port is not None:
-            await self.port.stopListening()
-            if os.path.exists(self.path):
-                os.unlink(self.path)
+        if self.port is not None:  # every connection that made it in hears DRAINING
+            await stop_unix_port(self.port, self.path)
         if not final:
             if self.queue:
                 log.info("task worker #{index} (pid {pid}) drains: {n} queued tasks go back to "

@@ -38,7 +38,12 @@ from tx_swoole.process.tasks import TaskDispatcher
 from tx_swoole.process.watchdog import Watchdog
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
 from tx_swoole.reactor import IServerReactor, default_reactor, install_unless_chosen
-from tx_swoole.transport import adopt_stream_port, listen_tcp, refuse_new_connections
+from tx_swoole.transport import (
+    accept_queued,
+    adopt_stream_port,
+    listen_tcp,
+    refuse_new_connections,
+)
 
 log = SwooleLogger("tx_swoole.worker")
 EXIT_POLL = 0.1  # seconds between worker_exit calls while draining
@@ -339,16 +344,6 @@ class AppService(Service):
             await call_hook(hook, self, self.workerId)
         except Exception:
             log.failure("{name} hook of worker {id} failed", name=name, id=self.workerId)
-
-
-def accept_queued(port: Any, rounds: int = 1000) -> None:
-    """Accept every connection already waiting on ``port`` (before it closes)."""
-    for _ in range(rounds):
-        before = port.sessionno
-        port.numberAccepts = 1000
-        port.doRead()
-        if port.sessionno == before:
-            return
 
 
 def describe_open(factory: ConnectionTable, most: int = 5) -> str:
