@@ -612,3 +612,12 @@ def test_lingering_with_unsent_output_is_bounded_by_the_send_timeout() -> None:
     conn.respond(request, OK, (), b"x" * 100_000, b"", 0.0)
     assert conn.check(1.0, 90_000) == [] and conn.check(6.0, 90_000) == []
     assert conn.check(6.1, 90_000) == [ABORT]
+
+
+def test_an_empty_204_or_304_carries_no_content_length_even_after_an_empty_200() -> None:
+    from tx_swoole.protocols._http11 import _length
+    from tx_swoole.protocols._http11_head import status_line
+
+    assert _length(0, status_line(200)) == b"Content-Length: 0\r\n"
+    assert _length(0, status_line(304)) == b"" and _length(0, status_line(204)) == b""
+    assert _length(5, status_line(304)) == b"Content-Length: 5\r\n"

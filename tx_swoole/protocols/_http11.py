@@ -75,6 +75,18 @@ _NO_HEADERS = (DEFAULT_CONTENT_TYPE, 0)
 _NO_CONTENT = (b"204", b"304")
 
 
+_ZERO_LENGTH = b"Content-Length: 0\r\n"
+
+
+def _length(size: int, status: bytes) -> bytes:
+    """The Content-Length line of a size not remembered yet.  Size 0 is never remembered
+    (a remembered line skips this function): an empty 204 or 304 gets none, as it has no
+    body (RFC 9110 8.6)."""
+    if not size:
+        return b"" if status[9:12] in _NO_CONTENT else _ZERO_LENGTH
+    return length_line(size)
+
+
 class HTTPConnection(RequestParser):
     """The state of one HTTP/1.x server connection; feed it bytes, ask it for bytes.
 
@@ -314,9 +326,7 @@ class HTTPConnection(RequestParser):
         else:
             tail = b"Connection: close\r\n\r\n"
             self._closing(now)
-        length = _LENGTH_LINES.get(len(body)) or length_line(len(body))
-        if not body and status[9:12] in _NO_CONTENT:
-            length = b""  # 204 and 304 have no body, so no Content-Length (RFC 9110 8.6)
+        length = _LENGTH_LINES.get(len(body)) or _length(len(body), status)
         if request.raw_method == b"HEAD":
             body = b""
         data = b"".join((status, server_headers, block, length, tail, body))
@@ -334,7 +344,7 @@ class HTTPConnection(RequestParser):
         block, flags = header_block(headers) if headers else _NO_HEADERS
         keep = self._keep_alive(request, flags)
         if length is not None:
-            framing = length_line(length)
+            framing = _length(length, status)
         elif request.version == "1.1":
             framing = b"Transfer-Encoding: chunked\r\n"
         else:
