@@ -6,6 +6,7 @@ Nothing here imports the twistd plugin (:mod:`tx_swoole.tap`); the plugin builds
 from __future__ import annotations
 
 import atexit
+import inspect
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
 
 from tx_swoole._log import SwooleLogger
@@ -20,6 +22,18 @@ from tx_swoole.reactor import IServerReactor
 
 log = SwooleLogger("tx_swoole.process")
 BOOT_ERROR_EXIT = 3  # like gunicorn's WORKER_BOOT_ERROR: the app cannot start
+
+
+async def awaited(result: Any) -> Any:
+    """``result``, awaited first if it is an awaitable or a Deferred (a hook's answer)."""
+    if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
+        return await result
+    return result
+
+
+async def call_hook(hook: Any, *args: Any) -> Any:
+    """Call an event hook, plain or ``async def`` (or returning a Deferred); its result."""
+    return await awaited(hook(*args))
 
 
 def write_status(path: str, status: dict[str, Any]) -> None:

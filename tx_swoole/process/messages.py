@@ -28,11 +28,13 @@ from __future__ import annotations
 import os
 from typing import Any, NamedTuple
 
+from twisted.internet import defer
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 
 from tx_swoole._log import SwooleLogger
 from tx_swoole.errors import FramingError, TaskSerializationError
+from tx_swoole.process._lifecycle import call_hook
 from tx_swoole.process._task import (
     CALL,
     CLOSED,
@@ -332,13 +334,9 @@ class Peers:
             return
         try:
             data = loads(payload, "the message")
-            result = hook(self.server, src, data)
-        except Exception:
+        except TaskSerializationError:
             log.failure("pipe_message from worker {src} failed", src=src)
             return
-        if result is not None and hasattr(result, "addErrback"):
-            result.addErrback(lambda f: log.failure("pipe_message failed", f))
-        elif result is not None and hasattr(result, "__await__"):
-            from twisted.internet import defer
-
-            defer.ensureDeferred(result).addErrback(lambda f: log.failure("pipe_message failed", f))
+        defer.ensureDeferred(call_hook(hook, self.server, src, data)).addErrback(
+            lambda f: log.failure("pipe_message from worker {src} failed", f, src=src)
+        )

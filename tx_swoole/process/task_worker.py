@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig, resolve
 from tx_swoole.errors import FramingError, TaskSerializationError
+from tx_swoole.process._lifecycle import awaited, call_hook
 from tx_swoole.process._task import (
     BYE,
     DRAINING,
@@ -235,7 +236,7 @@ class TaskWorkerService(Service):
             for heard in self._peersHeard:
                 self.peers.peerReady(*heard)
         if "worker_start" in self._hooks:
-            await _awaited(self._hooks["worker_start"](self, self.workerId))
+            await call_hook(self._hooks["worker_start"], self, self.workerId)
 
     # -- running tasks ----------------------------------------------------------------------
     def enqueue(self, channel: TaskChannel, task_id: int, src: int, payload: bytes) -> None:
@@ -258,7 +259,7 @@ class TaskWorkerService(Service):
             except Exception:
                 result = Failure()
             if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
-                defer.ensureDeferred(_awaited(result)).addBoth(self._finishedLater)
+                defer.ensureDeferred(awaited(result)).addBoth(self._finishedLater)
                 return
             self._finishedLater(result)
             return
@@ -345,7 +346,7 @@ class TaskWorkerService(Service):
             self.peers.close()
         if "worker_stop" in self._hooks:
             try:
-                await _awaited(self._hooks["worker_stop"](self, self.workerId))
+                await call_hook(self._hooks["worker_stop"], self, self.workerId)
             except Exception:
                 log.failure("worker_stop hook of task worker #{index} failed",
                             index=self.taskWorkerId)  # fmt: skip
@@ -368,9 +369,3 @@ class TaskWorkerService(Service):
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         return self.drain(final=True)
-
-
-async def _awaited(result: Any) -> Any:
-    if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
-        return await result
-    return result

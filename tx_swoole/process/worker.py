@@ -12,7 +12,6 @@ WARNING that says what was still open.
 from __future__ import annotations
 
 import gc
-import inspect
 import json
 import os
 import random
@@ -32,7 +31,7 @@ from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig, parse_config, resolve
 from tx_swoole.errors import NoTaskWorkersError
 from tx_swoole.process._control import LineDecoder, encode
-from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT
+from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT, call_hook
 from tx_swoole.process.messages import Peers
 from tx_swoole.process.tasks import TaskDispatcher
 from tx_swoole.process.watchdog import Watchdog
@@ -90,13 +89,6 @@ def make_factory(
         raise TypeError(f"[server] app = {config.app!r} must be callable(request, response)")
     factory: ConnectionTable = HTTPFactory(app, config.settings, reactor=reactor)
     return factory
-
-
-async def call_hook(hook: Any, *args: Any) -> None:
-    """Call an event hook, awaiting it if it returns an awaitable or a Deferred."""
-    result = hook(*args)
-    if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
-        await result
 
 
 class AppService(Service):
