@@ -148,9 +148,10 @@ class TaskWorkerService(Service):
         self.port: Any = None
         self._hooks: dict[str, Any] = {}
         self._handler: Any = handler  # (else [events] task, imported at boot)
-        self._peerPath = peer_path
-        self.peers: Peers | None = None
-        self._peersHeard: list[tuple[str, int, str, int]] = []
+        self._peerPath = peer_path  # (the others are met before boot; listened for after)
+        self.peers = Peers(self.settings, "task", index, self.reactor, server=self) if (
+            peer_path
+        ) else None  # fmt: skip
         self._drained: defer.Deferred[None] | None = None
         self._stopping: defer.Deferred[None] | None = None
 
@@ -165,9 +166,7 @@ class TaskWorkerService(Service):
 
     # -- the rest of the server, from here ----------------------------------------------------
     def peerReady(self, kind: str, index: int, path: str, pid: int) -> None:
-        if self.peers is None:
-            self._peersHeard.append((kind, index, path, pid))
-        else:
+        if self.peers is not None:
             self.peers.peerReady(kind, index, path, pid)
 
     def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
@@ -223,18 +222,9 @@ class TaskWorkerService(Service):
         log.info("task worker #{index} (pid {pid}) running {task} on {path}",
                  index=self.taskWorkerId, pid=os.getpid(), task=self.config.events["task"],
                  path=self.path)  # fmt: skip
-        if self._peerPath:
-            self.peers = Peers(
-                self.settings,
-                "task",
-                self.taskWorkerId,
-                self.reactor,
-                server=self,
-                pipe_message=self._hooks.get("pipe_message"),
-            )
+        if self.peers is not None:
+            self.peers.pipeMessage = self._hooks.get("pipe_message")
             self.peers.listen(self._peerPath)
-            for heard in self._peersHeard:
-                self.peers.peerReady(*heard)
         if "worker_start" in self._hooks:
             await call_hook(self._hooks["worker_start"], self, self.workerId)
 

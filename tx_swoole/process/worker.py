@@ -119,9 +119,12 @@ class AppService(Service):
             reactor = default_reactor()
         self.config = config
         self.generation = generation
-        self.peers: Peers | None = None  # the other processes (a worker of a master only)
+        # the other processes (a worker of a master only): met as the master announces them,
+        # before this one's boot too; it listens for them once booted
+        self.peers = Peers(config.settings, "worker", worker_id, reactor, server=self) if (
+            peer_path
+        ) else None  # fmt: skip
         self._peerPath = peer_path
-        self._peersHeard: list[tuple[str, int, str, int]] = []  # announced before boot
         self.settings = config.settings
         self.workerId = worker_id
         self.reactor = reactor
@@ -190,9 +193,7 @@ class AppService(Service):
             self.tasks.taskWorkerReady(index, path, pid)
 
     def peerReady(self, kind: str, index: int, path: str, pid: int) -> None:
-        if self.peers is None:
-            self._peersHeard.append((kind, index, path, pid))
-        else:
+        if self.peers is not None:
             self.peers.peerReady(kind, index, path, pid)
 
     def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
@@ -224,16 +225,12 @@ class AppService(Service):
         http_app = resolve(self.config.http_app, base) if self.config.http_app else None
         self.factory = make_factory(self.config, app, reactor=self.reactor, http_app=http_app)
         self.factory.service = self
-        if self._peerPath:  # a worker of a master: ids unique across workers, the others met
+        if self.peers is not None:  # a worker of a master: ids unique across workers
             self.factory.numberIds(self.workerId, self.settings.worker_num, self.generation)
-            self.peers = Peers(self.settings, "worker", self.workerId, self.reactor, server=self,
-                               pipe_message=self._hooks.get("pipe_message"))  # fmt: skip
+            self.peers.pipeMessage = self._hooks.get("pipe_message")
             self.peers.listen(self._peerPath)
             if self.config.type in ("tcp", "websocket"):
                 self.peers.share(self.factory)
-            for heard in self._peersHeard:
-                self.peers.peerReady(*heard)
-            self._peersHeard = []
         if self._listenFd is None:
             self.port = listen_tcp(
                 self.config.port, self.factory, self.settings.backlog, self.config.host,
