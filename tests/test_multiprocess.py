@@ -326,3 +326,26 @@ def test_status_and_reload_with_worker_num_0(tmp_path: Path) -> None:
         assert reload.returncode == 2 and "worker_num = 0" in reload.stderr
         conn.close()
     assert not (tmp_path / "inproc.pid.status.json").exists()
+
+
+def test_a_signal_before_the_reactor_runs_waits_for_it() -> None:
+    """Between the service being built and twistd's reactor running, TERM or USR1 would take
+    their default action (kill); held, they are handled once the reactor runs."""
+    from tx_swoole.process._lifecycle import hold_signals
+
+    ran: list[Any] = []
+    later: list[Any] = []
+
+    class NotRunning:
+        def callWhenRunning(self, f: Any) -> None:  # noqa: N802
+            later.append(f)
+
+    before = signal.getsignal(signal.SIGUSR2)
+    try:
+        hold_signals(NotRunning(), {signal.SIGUSR2: lambda: ran.append("usr2")})
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert ran == [] and len(later) == 1  # alive, and waiting for the reactor
+        later[0]()
+        assert ran == ["usr2"]
+    finally:
+        signal.signal(signal.SIGUSR2, before)

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from tx_swoole.config import ServerConfig, load_config
 from tx_swoole.errors import ConfigError
+from tx_swoole.process._lifecycle import hold_signals
 from tx_swoole.reactor import install_unless_chosen
 
 
@@ -49,10 +50,13 @@ def makeService(options: Options) -> IService:
     if config.settings.worker_num == 0:
         from tx_swoole.process.inprocess import InProcessServer
 
-        return InProcessServer(config, pidfile=parent.get("pidfile"))
+        server = InProcessServer(config, pidfile=parent.get("pidfile"))
+        hold_signals(server.reactor, server.signalHandlers())  # until twistd's reactor runs
+        return server
     from tx_swoole.process.master import MasterService
 
-    master: IService = MasterService(
+    master = MasterService(
         config, pidfile=parent.get("pidfile"), reactor_name=parent.get("reactor")
     )
+    hold_signals(master.reactor, master.signalHandlers())
     return master

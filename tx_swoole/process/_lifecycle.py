@@ -70,6 +70,21 @@ def install_signals(reactor: IReactorFromThreads, handlers: dict[int, Callable[[
         signal.signal(sig, _deliver(reactor, handler))
 
 
+def hold_signals(reactor: Any, handlers: dict[int, Callable[[], Any]]) -> None:
+    """Until the reactor runs, a signal of ``handlers`` waits for it and is then handled,
+    instead of taking its default action (SIGTERM or SIGUSR1 would kill the process while
+    twistd still starts up).  :func:`install_signals` takes over once the reactor runs."""
+    for sig, handler in handlers.items():
+        signal.signal(sig, _later(reactor, handler))
+
+
+def _later(reactor: Any, handler: Callable[[], Any]) -> Callable[[int, Any], None]:
+    def on_signal(_sig: int, _frame: Any) -> None:
+        reactor.callWhenRunning(handler)
+
+    return on_signal
+
+
 def _deliver(
     reactor: IReactorFromThreads, handler: Callable[[], Any]
 ) -> Callable[[int, Any], None]:

@@ -52,11 +52,15 @@ class InProcessServer(MultiService):
         super().startService()
         self._startedAt = self.reactor.seconds()
         self.app.ready.addErrback(self._bootFailed)
-        self.reactor.callWhenRunning(install_signals, self.reactor, shutdown_handlers(self.reactor))
+        self.reactor.callWhenRunning(install_signals, self.reactor, self.signalHandlers())
         if self.statusPath:
             self._writer = task.LoopingCall(self.writeStatus)
             self._writer.clock = self.reactor
             self._writer.start(STATUS_EVERY)
+
+    def signalHandlers(self) -> dict[int, Any]:
+        """TERM and INT: graceful shutdown."""
+        return shutdown_handlers(self.reactor)
 
     def stopService(self) -> Any:
         if self._writer is not None and self._writer.running:

@@ -43,7 +43,12 @@ from twisted.python.failure import Failure
 from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig
 from tx_swoole.process._control import LineDecoder, encode
-from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT, write_status
+from tx_swoole.process._lifecycle import (
+    BOOT_ERROR_EXIT,
+    install_signals,
+    shutdown_handlers,
+    write_status,
+)
 from tx_swoole.process.worker import ABORT_WAIT, CONFIG_FD, CONTROL_OUT_FD, LISTEN_FD, set_title
 from tx_swoole.reactor import IServerReactor, default_reactor
 from tx_swoole.transport import refuse_new_connections
@@ -197,15 +202,17 @@ class MasterService(Service):
             self.workers[wid] = self._spawn(wid)
         self.reactor.callWhenRunning(self._installSignals)
 
-    def _installSignals(self) -> None:
-        """Once the reactor runs: our signals, and the title ``tx_swoole: master (FILE)``."""
-        from tx_swoole.process._lifecycle import install_signals, shutdown_handlers
-
-        set_title("master", self.config.path)
+    def signalHandlers(self) -> dict[int, Callable[[], Any]]:
+        """TERM and INT: graceful shutdown; USR1: reload; USR2: reload the task workers."""
         handlers = shutdown_handlers(self.reactor)
         handlers[signal.SIGUSR1] = self.reload
         handlers[signal.SIGUSR2] = self.reloadTaskWorkers
-        install_signals(self.reactor, handlers)
+        return handlers
+
+    def _installSignals(self) -> None:
+        """Once the reactor runs: our signals, and the title ``tx_swoole: master (FILE)``."""
+        set_title("master", self.config.path)
+        install_signals(self.reactor, self.signalHandlers())
 
     def table(self, kind: str) -> dict[int, Worker]:
         """The workers (``worker``) or the task workers (``task``), by id."""
