@@ -28,13 +28,9 @@ CMD[nginx]="nginx -c $PEERS/nginx.conf"; PORT[nginx]=8086
 CMD[twistedweb]="twistd -n --pidfile= web --path $ROOT --listen tcp:8088:interface=127.0.0.1"
 PORT[twistedweb]=8088
 names="ours nginx twistedweb"
-pids=()
-trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done' EXIT INT TERM
-for n in $names; do
-  setsid bash -c "cd '$HERE/../examples' && exec ${CMD[$n]}" >/tmp/static-$n.log 2>&1 &
-  pids+=($!)
-done
-sleep 3
+. "$HERE/lib.sh"
+for n in $names; do start "$n" "$HERE/../examples" "${CMD[$n]}"; done
+for n in $names; do wait_port "${PORT[$n]}"; done
 declare -A RUNS
 for r in $(seq "$ROUNDS"); do
   for n in $names; do
@@ -46,9 +42,7 @@ for r in $(seq "$ROUNDS"); do
 done
 declare -A MED
 for n in $names; do
-  MED[$n]=$(echo ${RUNS[$n]} | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+  MED[$n]=$(median ${RUNS[$n]})
   echo "median $n ${MED[$n]} requests/s"
 done
-for n in nginx twistedweb; do
-  awk -v a="${MED[ours]}" -v b="${MED[$n]}" -v n="$n" 'BEGIN{printf "ours / %s = %.2f\n", n, a/b}'
-done
+for n in nginx twistedweb; do ratio "ours / $n" "${MED[ours]}" "${MED[$n]}"; done

@@ -13,11 +13,9 @@ CMD[ours]="twistd -n swoole -c $HERE/ws_echo.toml"; PORT[ours]=9502
 CMD[websockets]="$PY $PEERS/websockets_echo.py 8091"; PORT[websockets]=8091
 CMD[autobahn]="$PY $PEERS/autobahn_echo.py 8092"; PORT[autobahn]=8092
 names="ours websockets autobahn"
-pids=()
-trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done' EXIT INT TERM
-cd "$HERE"
-for n in $names; do setsid bash -c "exec ${CMD[$n]}" >/tmp/wscpu-$n.log 2>&1 & pids+=($!); done
-sleep 2
+. "$HERE/lib.sh"
+for n in $names; do start "$n" "$HERE" "${CMD[$n]}"; done
+for n in $names; do wait_port "${PORT[$n]}"; done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A PID RUNS
 i=0
@@ -37,7 +35,7 @@ for r in $(seq "$ROUNDS"); do
 done
 declare -A MED
 for n in $names; do
-  MED[$n]=$(echo ${RUNS[$n]} | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+  MED[$n]=$(median ${RUNS[$n]})
   echo "median $n ${MED[$n]} us per message"
 done
 for n in websockets autobahn; do

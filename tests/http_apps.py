@@ -12,7 +12,8 @@ from tx_swoole.protocols.http import Request, Response
 
 def handler(request: Request, response: Response) -> Any:
     """``/upload`` answers the body's length, ``/big?n=N`` N bytes, ``/late`` after 0.2 s,
-    ``/nodelay`` the TCP_NODELAY option of its own socket, ``/parts`` three writes."""
+    ``/nodelay`` the TCP_NODELAY option of its own socket, ``/parts`` three writes, ``/tls``
+    the scheme and the common name of the client's certificate."""
     path = request.path
     if path == "/upload":
         return response.end(str(len(request.body)))
@@ -23,6 +24,10 @@ def handler(request: Request, response: Response) -> Any:
     if path == "/nodelay":
         sock = request.owner.transport.getHandle()
         return response.end(str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    if path == "/tls":
+        cert = request.peer_certificate
+        names = dict(pair[0] for pair in cert["subject"]) if cert else {}
+        return response.end(f"{request.scheme} {names.get('commonName', '-')}")
     if path == "/parts":
         response.write("a")
         response.write("b")

@@ -113,6 +113,31 @@ class Twistd:
             self.stop()
 
 
+def make_certificates(where: Path) -> dict[str, Path]:
+    """A CA, a server certificate for localhost/127.0.0.1 (twice: ``server`` and ``renewed``),
+    a client certificate (CN "alice"), all signed by the CA, and an unrelated key, made with
+    the ``openssl`` command; returns their paths by name (``*_key`` for keys)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
+
+    where.mkdir(parents=True, exist_ok=True)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    run("req", "-x509", *ec, "-keyout", "ca_key.pem", "-out", "ca.pem", "-days", "3",
+        "-subj", "/CN=test CA")  # fmt: skip
+    (where / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, cn in (("server", "localhost"), ("renewed", "localhost"), ("client", "alice")):
+        run("req", *ec, "-keyout", f"{name}_key.pem", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca_key.pem",
+            "-CAcreateserial", "-days", "3", "-out", f"{name}.pem",
+            *(("-extfile", "san.ext") if cn == "localhost" else ()))  # fmt: skip
+    run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-out", "other_key.pem")  # fmt: skip
+    names = ("ca", "ca_key", "server", "server_key", "renewed", "renewed_key", "client",
+             "client_key", "other_key")  # fmt: skip
+    return {n: where / f"{n}.pem" for n in names}
+
+
 class FakeSocket:
     """Records setsockopt calls, like the socket behind a real transport."""
 

@@ -15,6 +15,10 @@ class Tracked(TCPProtocol):
     """Echoes, and logs each connection's close reason."""
 
     def messageReceived(self, data: bytes) -> None:
+        if data == b"cert?":  # over TLS: the client certificate getClientInfo reports
+            info = self.server.getClientInfo(self.connId)
+            self.send(b"cert: " + (info.ssl_client_cert or "none").encode()[:27])
+            return
         self.send(data)
 
     def connectionClosed(self, reason: str) -> None:

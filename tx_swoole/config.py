@@ -19,6 +19,7 @@ from typing import Any
 
 from tx_swoole.errors import AppImportError, ConfigError
 from tx_swoole.settings import Settings, closest, make_settings
+from tx_swoole.tls import server_context
 
 SERVER_TYPES = ("http", "tcp", "websocket")
 EVENTS = (
@@ -137,7 +138,7 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
             if server["app"] else "[server] app is missing: name a WebSocketProtocol subclass, "
             "or the functions [events] message (and open, close, handshake)"
         )  # fmt: skip
-    settings = _static(settings, base_dir)
+    settings = _tls(_static(settings, base_dir), base_dir)
     if settings.task_worker_num and "task" not in events:
         raise ConfigError(f"task_worker_num = {settings.task_worker_num} needs [events] task = "
                           '"module:function" (what the task workers run)')  # fmt: skip
@@ -173,6 +174,25 @@ def _static(settings: Settings, base_dir: str) -> Settings:
         raise ConfigError(f"document_root = {settings.document_root!r}: {root} is not a "
                           "directory")  # fmt: skip
     return dataclasses.replace(settings, document_root=root)
+
+
+def _tls(settings: Settings, base_dir: str) -> Settings:
+    """The ``ssl_*`` settings checked (the certificate and key loaded once, so a bad file
+    stops the server before it binds), their paths made absolute."""
+    names = ("ssl_cert_file", "ssl_key_file", "ssl_client_cert_file")
+    if not settings.ssl_cert_file:
+        for name in names[1:]:
+            if getattr(settings, name):
+                raise ConfigError(f"setting {name} needs ssl_cert_file (the server's "
+                                  "certificate: it turns TLS on)")  # fmt: skip
+        return settings
+    base = os.path.abspath(base_dir)
+    paths: dict[str, Any] = {
+        n: os.path.join(base, getattr(settings, n)) for n in names if getattr(settings, n)
+    }
+    settings = dataclasses.replace(settings, **paths)
+    server_context(settings)
+    return settings
 
 
 def load_config(path: str) -> ServerConfig:

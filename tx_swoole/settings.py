@@ -99,6 +99,18 @@ class Settings:
     static_handler_locations: tuple[str, ...] = ()
     # Serve files whose symlinks lead out of document_root (off: 403).
     static_handler_follow_symlinks: bool = False
+    # TLS (Swoole's): on when ssl_cert_file is set (PEM; the key in it unless ssl_key_file);
+    # ssl_ciphers an OpenSSL cipher list for TLS 1.2 ("" = OpenSSL's default); client
+    # certificates checked against the CAs in ssl_client_cert_file, required with
+    # ssl_verify_peer.  Paths are relative to the config file.
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
+    ssl_ciphers: str = ""
+    ssl_protocols: tuple[str, ...] = field(
+        default=("TLSv1.2", "TLSv1.3"), metadata=_meta(choices=("TLSv1.2", "TLSv1.3"))
+    )
+    ssl_verify_peer: bool = False
+    ssl_client_cert_file: str = ""
     # Connections and buffers.  Swoole: 8 MiB output buffer per connection.
     buffer_output_size: int = field(default=8 * 1024 * 1024, metadata=_meta(1024, 2**40))
     max_conn: int = field(default=10000, metadata=_meta(1, 1_000_000))
@@ -128,8 +140,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 # Swoole settings this library does not have (yet): named as such, not taken for typos.
 NOT_SUPPORTED = frozenset({
     "task_ipc_mode", "task_enable_coroutine",
-    "task_tmpdir", "ssl_cert_file", "ssl_key_file", "ssl_ciphers", "ssl_protocols",
-    "ssl_verify_peer", "ssl_client_cert_file", "ssl_allow_self_signed", "ssl_verify_depth",
+    "task_tmpdir", "ssl_allow_self_signed", "ssl_verify_depth", "ssl_sni_certs",
     "open_http2_protocol", "open_websocket_protocol", "http_compression", "http_compression_level",
     "http_gzip_level", "upload_tmp_dir", "upload_max_filesize",
     "open_mqtt_protocol", "open_redis_protocol", "reactor_num", "dispatch_mode",
@@ -171,7 +182,10 @@ def _check_type(name: str, value: Any, annotation: str) -> Any:
 
 def _check_range(name: str, value: Any, meta: Mapping[str, Any], raw: Any) -> None:
     choices = meta.get("choices") or ()
-    if choices and value not in choices:
+    if choices and isinstance(value, tuple):
+        if not value or any(v not in choices for v in value):
+            raise ConfigError(f"setting {name} = {raw!r}: name one or more of {', '.join(choices)}")
+    elif choices and value not in choices:
         raise ConfigError(f"setting {name} = {raw!r}: allowed values are {', '.join(choices)}")
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and hi is not None and not lo <= value <= hi:

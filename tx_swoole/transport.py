@@ -62,8 +62,9 @@ def write_through(transport: tcp.Connection, data: bytes) -> None:
 
 
 def send_now(transport: Any, data: bytes) -> None:
-    """``write_through`` on a socket's transport (TCP or Unix), ``write`` on any other."""
-    if isinstance(transport, tcp.Connection):
+    """``write_through`` on a plain socket's transport (TCP or Unix), ``write`` on any other
+    (TLS among them)."""
+    if isinstance(transport, tcp.Connection) and not getattr(transport, "encrypted", False):
         write_through(transport, data)
     else:
         transport.write(data)
@@ -127,7 +128,8 @@ class WriteThroughPort(tcp.Port):
     transport = WriteThroughServer
 
 
-def _reactor(reactor: IReactorTCP | IReactorSocket | None) -> IServerReactor:
+def server_reactor(reactor: IReactorTCP | IReactorSocket | None) -> IServerReactor:
+    """``reactor``, or the default one when None."""
     if reactor is None:
         from tx_swoole.reactor import default_reactor
 
@@ -142,9 +144,13 @@ def listen_tcp(
     interface: str = "",
     *,
     reactor: IReactorTCP | None = None,
+    port_type: type[WriteThroughPort] | None = None,
+    **attributes: Any,
 ) -> WriteThroughPort:
-    """Like ``reactor.listenTCP`` but with the write-through transport."""
-    p = WriteThroughPort(port, factory, backlog, interface, _reactor(reactor))
+    """Like ``reactor.listenTCP`` but with the write-through transport (``port_type``, a
+    :class:`WriteThroughPort` subclass, given ``attributes`` before it listens)."""
+    p = (port_type or WriteThroughPort)(port, factory, backlog, interface, server_reactor(reactor))
+    p.__dict__.update(attributes)
     p.startListening()
     return p
 
@@ -155,14 +161,18 @@ def adopt_stream_port(
     family: int = socket.AF_INET,
     *,
     reactor: IReactorSocket | None = None,
+    port_type: type[WriteThroughPort] | None = None,
+    **attributes: Any,
 ) -> WriteThroughPort:
-    """Like ``reactor.adoptStreamPort``: serve an already listening socket ``fd``.
+    """Like ``reactor.adoptStreamPort``: serve an already listening socket ``fd`` (with
+    ``port_type`` and ``attributes`` as :func:`listen_tcp`).
 
     The descriptor is duplicated; the caller still owns ``fd``.
     """
-    p: WriteThroughPort = WriteThroughPort._fromListeningDescriptor(
-        _reactor(reactor), fd, family, factory
+    p: WriteThroughPort = (port_type or WriteThroughPort)._fromListeningDescriptor(
+        server_reactor(reactor), fd, family, factory
     )
+    p.__dict__.update(attributes)
     p.startListening()
     return p
 

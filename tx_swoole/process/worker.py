@@ -37,6 +37,13 @@ from tx_swoole.process.tasks import TaskDispatcher
 from tx_swoole.process.watchdog import Watchdog
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
 from tx_swoole.reactor import IServerReactor, default_reactor, install_unless_chosen
+from tx_swoole.tls import (
+    PLAIN_HTTP_REFUSAL,
+    adopt_tls_port,
+    listen_tls,
+    server_context,
+    tls_enabled,
+)
 from tx_swoole.transport import (
     accept_queued,
     adopt_stream_port,
@@ -231,24 +238,13 @@ class AppService(Service):
             self.peers.listen(self._peerPath)
             if self.config.type in ("tcp", "websocket"):
                 self.peers.share(self.factory)
-        if self._listenFd is None:
-            self.port = listen_tcp(
-                self.config.port, self.factory, self.settings.backlog, self.config.host,
-                reactor=self.reactor,
-            )  # fmt: skip
-        else:
-            with socket.socket(fileno=os.dup(self._listenFd)) as probe:
-                family = probe.family
-            self.port = adopt_stream_port(
-                self._listenFd, self.factory, family,
-                reactor=self.reactor,
-            )  # fmt: skip
+        self.port = self._listen(self.factory)
         addr = self.port.getHost()
         log.info(
-            "worker {workerId} (pid {pid}) serving {type} app {app} on {host}:{port}",
+            "worker {workerId} (pid {pid}) serving {type} app {app} on {host}:{port}{tls}",
             workerId=self.workerId, pid=os.getpid(), type=self.config.type,
             app=self.config.app or self.config.events.get("message"),
-            host=addr.host, port=addr.port,
+            host=addr.host, port=addr.port, tls=" (TLS)" if tls_enabled(self.settings) else "",
         )  # fmt: skip
         if "worker_start" in self._hooks:
             await call_hook(self._hooks["worker_start"], self, self.workerId)
@@ -260,6 +256,31 @@ class AppService(Service):
         # Everything loaded so far lives as long as the worker: keep it out of the garbage
         # collector's full passes, which otherwise rescan it on the hot path.
         gc.freeze()
+
+    def _listen(self, factory: ConnectionTable) -> Any:
+        """Bind (or adopt the master's socket), with TLS when ``ssl_cert_file`` is set: the
+        certificate and key are read here, so a reload serves renewed ones."""
+        family = socket.AF_INET
+        if self._listenFd is not None:
+            with socket.socket(fileno=os.dup(self._listenFd)) as probe:
+                family = probe.family
+        if tls_enabled(self.settings):
+            web = self.config.type in ("http", "websocket")
+            context = server_context(self.settings, ("http/1.1",) if web else ())
+            refusal = PLAIN_HTTP_REFUSAL if web else b""
+            timeout = self.settings.http_header_timeout  # every type: the handshake's bound
+            if self._listenFd is None:
+                return listen_tls(self.config.port, factory, context,
+                                  self.settings.backlog, self.config.host,
+                                  plain_refusal=refusal, handshake_timeout=timeout,
+                                  reactor=self.reactor)  # fmt: skip
+            return adopt_tls_port(self._listenFd, factory, context, family,
+                                  plain_refusal=refusal, handshake_timeout=timeout,
+                                  reactor=self.reactor)  # fmt: skip
+        if self._listenFd is None:
+            return listen_tcp(self.config.port, factory, self.settings.backlog,
+                              self.config.host, reactor=self.reactor)  # fmt: skip
+        return adopt_stream_port(self._listenFd, factory, family, reactor=self.reactor)
 
     def stopService(self) -> defer.Deferred[None]:
         """Graceful shutdown of the owner of the socket: see :meth:`drain`."""

@@ -151,3 +151,15 @@ class Request(ParsedRequest):
     def remote_addr(self) -> tuple[str, int]:
         peer = self.owner.transport.getPeer()
         return getattr(peer, "host", ""), getattr(peer, "port", 0)
+
+    @property
+    def scheme(self) -> str:
+        """``"https"`` on a TLS connection, else ``"http"``."""
+        return "https" if getattr(self.owner.transport, "encrypted", False) else "http"
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The client's verified certificate (``ssl.SSLSocket.getpeercert()``'s dict: subject,
+        issuer, notAfter, ...) on a TLS connection that asked for one, else None."""
+        get = getattr(self.owner.transport, "getPeerCertificate", None)
+        return get() if get is not None else None

@@ -75,6 +75,7 @@ class ClientInfo:
     bytes_out: int
     worker_id: int = 0  # the worker holding it (for another worker's: address and connect
     # time as it opened; its receive time and byte counts are that worker's to know)
+    ssl_client_cert: str | None = None  # (Swoole's) the client's certificate, PEM, over TLS
 
 
 def socket_options(settings: Settings) -> list[tuple[int, int, int]]:
@@ -663,9 +664,11 @@ class ConnectionTable(ServerFactory):
             return ClientInfo(connId, where.host, where.port, where.connectTime,
                               where.connectTime, 0, 0, where.workerId)  # fmt: skip
         peer = p.transport.getPeer()
+        pem = getattr(p.transport, "getPeerCertificatePEM", None)
         return ClientInfo(
             connId, getattr(peer, "host", str(peer)), getattr(peer, "port", 0),
             p.connectTime, p.lastRecvTime, *p.byteCounts(), self.workerId,
+            pem() if pem is not None else None,
         )  # fmt: skip
 
     def listConnections(self) -> list[int]:
