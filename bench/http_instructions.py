@@ -16,6 +16,7 @@ keep-alive HTTP/1.1 GET as wrk sends it; ``ab``, an HTTP/1.0 keep-alive GET with
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -96,7 +97,9 @@ def run(n: int, shape: str) -> None:
 
     from tx_swoole.protocols.http import HTTPFactory
 
-    factory = HTTPFactory(handler, {}, reactor=task.Clock())
+    factory = HTTPFactory(
+        handler, json.loads(os.environ.get("SETTINGS", "{}")), reactor=task.Clock()
+    )
     proto: Any = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = CountingTransport()
     proto.makeConnection(transport)

@@ -99,6 +99,13 @@ class Settings:
     static_handler_locations: tuple[str, ...] = ()
     # Serve files whose symlinks lead out of document_root (off: 403).
     static_handler_follow_symlinks: bool = False
+    # Compression (Swoole's): gzip or deflate by Accept-Encoding for bodies of at least
+    # http_compression_min_length bytes whose type is in http_compression_types (() = text,
+    # JSON, JavaScript, XML, SVG, ...); level 1 (fastest) to 9.
+    http_compression: bool = True
+    http_compression_level: int = field(default=1, metadata=_meta(1, 9))
+    http_compression_min_length: int = field(default=20, metadata=_meta(0, _MAX_INT))
+    http_compression_types: tuple[str, ...] = ()
     # TLS (Swoole's): on when ssl_cert_file is set (PEM; the key in it unless ssl_key_file);
     # ssl_ciphers an OpenSSL cipher list for TLS 1.2 ("" = OpenSSL's default); client
     # certificates checked against the CAs in ssl_client_cert_file, required with
@@ -141,8 +148,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 NOT_SUPPORTED = frozenset({
     "task_ipc_mode", "task_enable_coroutine",
     "task_tmpdir", "ssl_allow_self_signed", "ssl_verify_depth", "ssl_sni_certs",
-    "open_http2_protocol", "open_websocket_protocol", "http_compression", "http_compression_level",
-    "http_gzip_level", "upload_tmp_dir", "upload_max_filesize",
+    "open_http2_protocol", "open_websocket_protocol", "http_gzip_level", "upload_tmp_dir",
+    "upload_max_filesize",
     "open_mqtt_protocol", "open_redis_protocol", "reactor_num", "dispatch_mode",
     "dispatch_func", "daemonize", "log_file", "log_rotation", "pid_file", "user", "group",
     "chroot", "open_cpu_affinity", "cpu_affinity_ignore", "enable_coroutine", "max_coroutine",

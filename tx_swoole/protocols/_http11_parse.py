@@ -55,9 +55,10 @@ _new = object.__new__
 _FRAMING_SLACK = 64  # bytes: the last-chunk line and the CRLFs around a trailer section
 _SAMPLE = 40  # bytes of peer data quoted in error messages, at most
 # Header names that need a look when the head completes, by length -> first letter, lower
-# case: Content-Length, Expect, Upgrade, Connection, Transfer-Encoding.  A match only
-# triggers the exact check; Connection (llhttp reads it) only makes the version looked up.
-_SPECIAL = {14: ord("c"), 6: ord("e"), 7: ord("u"), 10: ord("c"), 17: ord("t")}
+# case: Content-Length, Expect, Upgrade, Connection, Transfer-Encoding, Accept-Encoding.  A
+# match only triggers the exact check; Connection (llhttp reads it) only makes the version
+# looked up; Accept-Encoding is kept for the response.
+_SPECIAL = {14: ord("c"), 6: ord("e"), 7: ord("u"), 10: ord("c"), 17: ord("t"), 15: ord("a")}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -135,6 +136,7 @@ class ParsedRequest:
     body = b""
     trailers: list[tuple[bytes, bytes]] | tuple[()] = ()  # a list once a trailer arrived
     upgrade = False
+    accept_encoding = b""  # the Accept-Encoding field's value (b"": none)
     owner: Any = None
     cache: Any = None
 
@@ -151,7 +153,7 @@ class RequestParser:
         "_events", "_request", "_url", "_headers", "_head_size", "_head_pending",
         "_counting", "_special", "_rare", "_body", "_body_size", "_chunked", "_framing",
         "_framing_run", "_body_in_read", "_trailer_size", "_held_bytes", "reading", "error",
-        "upgrade_data",
+        "upgrade_data", "_accept",
     )  # fmt: skip
 
     writing: State  # our side's state, kept by the connection
@@ -171,6 +173,7 @@ class RequestParser:
         self._headers: list[tuple[bytes, bytes]] = _NOTHING  # a list of its own per request
         self._head_size = self._head_pending = 0
         self._counting = self._special = self._rare = self._chunked = False
+        self._accept = b""  # the head's Accept-Encoding (joined when repeated)
         self._body: list[bytes] = _NOTHING  # a list of its own once a body arrives
         self._body_size = self._framing = self._framing_run = self._body_in_read = 0
         self._trailer_size = 0
@@ -286,6 +289,10 @@ class RequestParser:
         if self._counting:
             self._grow_head(len(name) + len(value) + 4)
         if _SPECIAL.get(len(name)) == name[0] | 32:  # see _SPECIAL
+            if len(name) == 15:
+                if name.lower() == b"accept-encoding":
+                    self._accept = self._accept + b"," + value if self._accept else value
+                return
             self._special = True  # the version matters (Connection) or a rarer header came:
             if len(name) != 10:  # not Connection (the one special name of 10 bytes)
                 self._rare = True
@@ -318,6 +325,8 @@ class RequestParser:
             # frame (a class call costs ~300 instructions more than a method call here).
             request = self._request = _new(self._request_class)
             request.__init__(method, url, self._headers)  # type: ignore[misc]
+            if self._accept:
+                request.accept_encoding, self._accept = self._accept, b""
             self.reading = BODY
             if self._counting:
                 self._head_pending = 0
@@ -332,6 +341,8 @@ class RequestParser:
             request.__init__(method, url, self._headers)  # type: ignore[misc]
             request.version = version
             request.keep_alive = keep_alive
+            if self._accept:
+                request.accept_encoding, self._accept = self._accept, b""
         self.reading = BODY
         if self._counting:
             self._head_pending = 0

@@ -17,14 +17,30 @@ from twisted.internet import defer
 from zope.interface import Attribute, Interface
 
 from tx_swoole.errors import ResponseStateError
+from tx_swoole.protocols._compress import (
+    NOT_COMPRESSIBLE,
+    Encoder,
+    accepted_coding,
+    compress,
+    compress_plan,
+)
 from tx_swoole.protocols._http11 import IDLE as _IDLE
-from tx_swoole.protocols._http11_head import HAS_CONTENT_TYPE, header_block, status_line
+from tx_swoole.protocols._http11_head import (
+    CACHE_SIZE,
+    HAS_CONTENT_TYPE,
+    header_block,
+    status_line,
+)
 
 if TYPE_CHECKING:
     from tx_swoole.protocols._request import Request
 
 __all__ = ["IResponseChannel", "Response"]
 _OK = status_line(200)
+_NEVER_COMPRESSED = frozenset({b"204", b"206", b"304"})
+
+
+_VARY = (b"Vary", b"Accept-Encoding")
 
 
 class IResponseChannel(Interface):
@@ -33,7 +49,10 @@ class IResponseChannel(Interface):
 
     connected = Attribute("false once the connection is gone")
     conn = Attribute("the sans-IO HTTPConnection that frames the response")
-    server = Attribute("the server: defaultHeaders, now (the Date header's clock)")
+    server = Attribute(
+        "the server: defaultHeaders, now (the Date header's clock), compressMin (0: off), "
+        "compressLevel, compressTypes, compressPlans"
+    )
     transport = Attribute("the transport a whole response is written to")
     transportPaused = Attribute("true while the transport's buffer is full")
 
@@ -46,8 +65,10 @@ class IResponseChannel(Interface):
     def whenDrained() -> defer.Deferred[None]:
         """Fires once the unsent output is under ``buffer_output_size``."""
 
-    def sendFile(f: IO[bytes], length: int | None = None) -> defer.Deferred[None]:  # noqa: N805
-        """Stream the open file as the body (head already sent); fires when it is sent."""
+    def sendFile(f: IO[bytes], length: int | None = None,  # noqa: N805
+                 encoder: Encoder | None = None) -> defer.Deferred[None]:  # fmt: skip
+        """Stream the open file as the body (head already sent), through ``encoder`` if
+        given; fires when it is sent."""
 
     def responseEnded() -> None:
         """A whole response was written: close, or serve what is held."""
@@ -68,7 +89,7 @@ class Response:
     writes.
     """
 
-    __slots__ = ("_proto", "_request", "_headers", "_status", "started", "ended")
+    __slots__ = ("_proto", "_request", "_headers", "_status", "started", "ended", "_encoder")
 
     def __init__(self, proto: IResponseChannel, request: Request) -> None:
         self._proto = proto
@@ -79,6 +100,7 @@ class Response:
         self.started = False
         #: end() or sendfile() was called: nothing more may be written.
         self.ended = False
+        self._encoder: Encoder | None = None  # a streamed body's compression
 
     @property
     def request(self) -> Request:
@@ -155,7 +177,44 @@ class Response:
             return False
         if isinstance(data, str):
             data = data.encode()
+        if not self.started and self._proto.server.compressMin:
+            coding = self._coding()
+            if coding is not None:
+                self._encoder = Encoder(coding, self._proto.server.compressLevel)
+        if self._encoder is not None:
+            data = self._encoder.chunk(data)
         return self._proto.streamBody(self._head(None), data)
+
+    def _coding(self) -> bytes | None:
+        """The coding the body gets, with the headers that say so added (``Vary`` whenever
+        the request has ``Accept-Encoding`` and the type and status could be compressed,
+        ``Content-Encoding`` when it is, the ``ETag`` made weak), or None."""
+        status = self._status
+        if status is not _OK and status[9:12] in _NEVER_COMPRESSED:
+            return None
+        request = self._request
+        if request.raw_method == b"HEAD" or not request.accept_encoding:
+            return None
+        headers = self._headers
+        server = self._proto.server
+        plan = server.compressPlans.get(headers)
+        if plan is None:
+            plan = compress_plan(headers, server.compressTypes)
+            if len(server.compressPlans) < CACHE_SIZE:
+                server.compressPlans[headers] = plan
+        if plan == NOT_COMPRESSIBLE:
+            return None
+        self._headers += _VARY
+        coding = accepted_coding(self._request.accept_encoding)
+        if coding is None:
+            return None
+        if plan >= 0:  # the same entity in other bytes: a weak validator (as nginx)
+            value = headers[plan]
+            value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            if not value.startswith("W/"):
+                self._headers = (*headers[:plan], "W/" + value, *self._headers[plan + 1 :])
+        self._headers += (b"Content-Encoding", coding)
+        return coding
 
     def _head(self, length: int | None) -> bytes:
         """The head, once (b"" after): chunked when ``length`` is None."""
@@ -184,9 +243,13 @@ class Response:
         if not proto.connected:
             return False
         if self.started:
-            proto.endBody(body)
+            proto.endBody(self._encoder.finish(body) if self._encoder is not None else body)
             return True
         server = proto.server
+        if self._request.accept_encoding and server.compressMin and len(body) >= server.compressMin:
+            coding = self._coding()
+            if coding is not None:
+                body = compress(body, coding, server.compressLevel)
         conn = proto.conn
         try:
             data = conn.respond(
@@ -230,9 +293,12 @@ class Response:
             if not self._has_content_type():
                 self.header(b"Content-Type", content_type or mimetypes.guess_type(path)[0] or
                             "application/octet-stream")  # fmt: skip
-            self._proto.streamBody(self._head(size), b"")
+            server = self._proto.server
+            coding = self._coding() if server.compressMin and size >= server.compressMin else None
+            encoder = Encoder(coding, server.compressLevel) if coding is not None else None
+            self._proto.streamBody(self._head(size if encoder is None else None), b"")
         except BaseException:
             f.close()
             raise
         self.ended = True
-        return self._proto.sendFile(f, size)
+        return self._proto.sendFile(f, size, encoder)

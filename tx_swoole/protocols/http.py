@@ -40,6 +40,7 @@ from zope.interface import implementer
 
 from tx_swoole._log import SwooleLogger
 from tx_swoole.errors import HTTPRequestError
+from tx_swoole.protocols._compress import DEFAULT_TYPES, Encoder
 from tx_swoole.protocols._http11 import (
     ABORT,
     CLOSE,
@@ -98,7 +99,9 @@ class HTTPProtocol(TrackedProtocol):
         self._readPaused = False
         self.transportPaused = False
         self._drainWaiters: list[defer.Deferred[None]] | None = None
-        self._file: Any = None  # (file, Deferred, bytes left or -1) while sendfile() streams
+        self._file: Any = (
+            None  # (file, Deferred, bytes left or -1, encoder) while sendfile() streams
+        )
 
     def connectionMade(self) -> None:
         server = self.server
@@ -277,33 +280,36 @@ class HTTPProtocol(TrackedProtocol):
         self._send(conn.end(self.server.now))
         self.responseEnded()
 
-    def sendFile(self, f: IO[bytes], length: int | None = None) -> defer.Deferred[None]:
+    def sendFile(
+        self, f: IO[bytes], length: int | None = None, encoder: Encoder | None = None
+    ) -> defer.Deferred[None]:
         """Stream the open file ``f`` (``length`` bytes from where it is, or to its end) as
-        the body (head already sent), as the client reads; nothing is read for HEAD."""
+        the body (head already sent), through ``encoder`` if given, as the client reads;
+        nothing is read for HEAD."""
         d: defer.Deferred[None] = defer.Deferred()
         if not self.connected:
             f.close()
             d.callback(None)
             return d
         left = 0 if self.conn.head_only else -1 if length is None else length
-        self._file = (f, d, left)
+        self._file = (f, d, left, encoder)
         self._sendFileChunks()
         return d
 
     def _sendFileChunks(self) -> None:
-        f, d, left = self._file
+        f, d, left, encoder = self._file
         while not self.transportPaused and self.connected:
             chunk = f.read(FILE_CHUNK if left < 0 else min(FILE_CHUNK, left)) if left else b""
             if not chunk:
                 self._file = None
                 f.close()
-                self.endBody(b"")
+                self.endBody(encoder.finish() if encoder is not None else b"")
                 d.callback(None)
                 return
             if left > 0:
                 left -= len(chunk)
-                self._file = (f, d, left)
-            self._send(self.conn.data(chunk))
+                self._file = (f, d, left, encoder)
+            self._send(self.conn.data(encoder.chunk(chunk) if encoder is not None else chunk))
 
     def _overLimit(self) -> bool:
         if self.transportPaused and pending_bytes(self.transport) > self.server.bufferOutputSize:
@@ -412,7 +418,7 @@ class HTTPProtocol(TrackedProtocol):
         if conn is not None:
             conn.stop()
         if self._file is not None:
-            f, d, _ = self._file
+            f, d, _, _ = self._file
             self._file = None
             f.close()
             d.errback(reason)
@@ -481,6 +487,11 @@ class HTTPFactory(ConnectionTable):
             s.http_send_timeout,
         )  # fmt: skip
         self._drainer: task.LoopingCall | None = None
+        # bodies of this many bytes or more are compressed when the client takes it (0: off)
+        self.compressMin = max(s.http_compression_min_length, 1) if s.http_compression else 0
+        self.compressLevel = s.http_compression_level
+        self.compressTypes = s.http_compression_types or DEFAULT_TYPES
+        self.compressPlans: dict[tuple[Any, ...], int] = {}  # by the handler's headers
 
     def startDraining(self) -> None:
         """Refuse new connections; close idle ones now and the others as they go idle.
