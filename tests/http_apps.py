@@ -44,3 +44,22 @@ def blocking(request: Request, response: Response) -> Any:
 
     time.sleep(float(request.args.get("sleep", ["0"])[0]))
     return response.end("slept")
+
+
+def uploads(request: Request, response: Response) -> Any:
+    """``/upload``: the form fields and each file's name, size and SHA-256 (read from its
+    temporary file); ``/pid``: the worker's pid."""
+    import hashlib
+    import os
+
+    if request.path == "/pid":
+        return response.end(str(os.getpid()))
+    words = [f"{k}={v[0]}" for k, v in request.form.items()]
+    for name, files in request.files.items():
+        for upload in files:
+            digest = hashlib.sha256()
+            with upload.open() as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            words.append(f"{name}={upload.filename} {upload.size} {digest.hexdigest()}")
+    return response.end(" ".join(words) + "\n")

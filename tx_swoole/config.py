@@ -139,6 +139,12 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
             "or the functions [events] message (and open, close, handshake)"
         )  # fmt: skip
     settings = _tls(_static(settings, base_dir), base_dir)
+    if settings.upload_tmp_dir:
+        tmp = os.path.join(os.path.abspath(base_dir), settings.upload_tmp_dir)
+        if not os.path.isdir(tmp) or not os.access(tmp, os.W_OK | os.X_OK):
+            raise ConfigError(f"upload_tmp_dir = {settings.upload_tmp_dir!r}: {tmp} is not a "
+                              "writable directory")  # fmt: skip
+        settings = dataclasses.replace(settings, upload_tmp_dir=tmp)
     if settings.task_worker_num and "task" not in events:
         raise ConfigError(f"task_worker_num = {settings.task_worker_num} needs [events] task = "
                           '"module:function" (what the task workers run)')  # fmt: skip

@@ -72,6 +72,10 @@ class MalformedRequestError(HTTPRequestError):
     """The bytes are not valid HTTP/1.x (→ 400)."""
 
 
+class MultipartError(MalformedRequestError):
+    """A ``multipart/form-data`` body is malformed (→ 400)."""
+
+
 class HeaderTooLargeError(HTTPRequestError):
     """Request line + headers exceed ``http_header_max_length`` (→ 431)."""
 
@@ -84,6 +88,10 @@ class BodyTooLargeError(HTTPRequestError):
 
     status = 413
     reason = b"Payload Too Large"
+
+
+class UploadLimitError(BodyTooLargeError):
+    """An upload has more file parts than ``upload_max_files`` (→ 413)."""
 
 
 class HTTPVersionError(HTTPRequestError):

@@ -106,6 +106,12 @@ class Settings:
     http_compression_level: int = field(default=1, metadata=_meta(1, 9))
     http_compression_min_length: int = field(default=20, metadata=_meta(0, _MAX_INT))
     http_compression_types: tuple[str, ...] = ()
+    # Uploads (Swoole's): multipart/form-data file parts go to files in upload_tmp_dir
+    # ("" = the system's temporary directory), each at most upload_max_filesize bytes (0: only
+    # package_max_length bounds them); ours: at most upload_max_files file parts per request.
+    upload_tmp_dir: str = ""
+    upload_max_filesize: int = field(default=0, metadata=_meta(0, 2**40))
+    upload_max_files: int = field(default=100, metadata=_meta(1, 100000))
     # TLS (Swoole's): on when ssl_cert_file is set (PEM; the key in it unless ssl_key_file);
     # ssl_ciphers an OpenSSL cipher list for TLS 1.2 ("" = OpenSSL's default); client
     # certificates checked against the CAs in ssl_client_cert_file, required with
@@ -148,8 +154,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 NOT_SUPPORTED = frozenset({
     "task_ipc_mode", "task_enable_coroutine",
     "task_tmpdir", "ssl_allow_self_signed", "ssl_verify_depth", "ssl_sni_certs",
-    "open_http2_protocol", "open_websocket_protocol", "http_gzip_level", "upload_tmp_dir",
-    "upload_max_filesize",
+    "open_http2_protocol", "open_websocket_protocol", "http_gzip_level",
     "open_mqtt_protocol", "open_redis_protocol", "reactor_num", "dispatch_mode",
     "dispatch_func", "daemonize", "log_file", "log_rotation", "pid_file", "user", "group",
     "chroot", "open_cpu_affinity", "cpu_affinity_ignore", "enable_coroutine", "max_coroutine",

@@ -109,7 +109,7 @@ class HTTPConnection(RequestParser):
         "held", "_held_ends", "_discarded", "_idle_since", "_head_since",
         "_body_since", "_linger_since", "_sent_mark", "_send_since", "_keep", "_chunked_out",
         "_head_only", "_no_keep", "writing", "draining", "output_paused", "peer_closed",
-        "bytes_in", "bytes_out", "timeouts",
+        "bytes_in", "bytes_out", "timeouts", "_streaming_in", "input_paused",
     )  # fmt: skip
 
     def __init__(
@@ -145,6 +145,12 @@ class HTTPConnection(RequestParser):
         self.bytes_in = self.bytes_out = 0
         #: (keep-alive, head, body, send) timeouts in seconds; 0 = off.
         self.timeouts = timeouts
+        # A streamed request was handed out and its body is still arriving: its pieces and
+        # END go out as they come, whatever our side does meanwhile.
+        self._streaming_in = False
+        #: Set by the caller while the consumer of a streamed body lags: reading pauses and
+        #: the body timeout does not run (set it back with resume_input()).
+        self.input_paused = False
 
     @property
     def state(self) -> State:
@@ -159,7 +165,14 @@ class HTTPConnection(RequestParser):
             self.output_paused
             or self._held_ends >= MAX_PIPELINE
             or self._held_bytes > self._body_max
+            or self.input_paused
         )
+
+    def resume_input(self, now: float) -> None:
+        """The consumer of a streamed body caught up: read again; the body timeout runs
+        from ``now``."""
+        self.input_paused = False
+        self._body_since = now
 
     # -- their side ----------------------------------------------------------------------
     def receive(self, data: bytes, now: float) -> list[Any]:
@@ -232,6 +245,14 @@ class HTTPConnection(RequestParser):
         return []
 
     def _release(self, events: list[Any]) -> list[Any]:
+        if self._streaming_in:  # the rest of a streamed body first, as it comes
+            for i, event in enumerate(events):
+                if event is END or event.__class__ is Refused:
+                    self._streaming_in = False
+                    if i + 1 < len(events):
+                        return [*events[: i + 1], *self._release(events[i + 1 :])]
+                    break
+            return events
         held = self.held
         if self.writing is not IDLE or held or self.output_paused:
             for event in events:
@@ -240,6 +261,13 @@ class HTTPConnection(RequestParser):
         try:
             end = events.index(END) + 1
         except ValueError:
+            end = 0
+        if events and getattr(events[0], "streamed", False):  # its turn starts at the head
+            self.writing = HANDLING
+            if not end:
+                self._streaming_in = True
+                return events
+        elif not end:
             return events
         if end < len(events):
             for event in events[end:]:
@@ -270,7 +298,11 @@ class HTTPConnection(RequestParser):
             if event is END:
                 self._held_ends -= 1
                 self.writing = HANDLING
+                self._streaming_in = False
                 break
+            if getattr(event, "streamed", False):  # the rest of its body follows as it comes
+                self.writing = HANDLING
+                self._streaming_in = True
             size += len(event) if event.__class__ is bytes else len(getattr(event, "body", b""))
         self._held_bytes = max(0, self._held_bytes - size) if self._held_ends else 0
         return out
@@ -439,6 +471,13 @@ class HTTPConnection(RequestParser):
         writing = self.writing
         if writing is LINGERING:
             return [CLOSE] if now - self._linger_since >= LINGER_TIME else []
+        if self._streaming_in and self.reading is BODY and not self.input_paused:
+            if body and now - max(self._body_since, self._head_since) > body:
+                self._refuse(RequestTimeoutError(
+                    f"no request body byte for http_body_timeout={body}s"
+                ))  # fmt: skip
+                return self._release(self._take_events())
+            return []
         if writing is not IDLE or self.held:
             return []
         reading = self.reading

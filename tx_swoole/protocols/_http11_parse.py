@@ -137,6 +137,7 @@ class ParsedRequest:
     trailers: list[tuple[bytes, bytes]] | tuple[()] = ()  # a list once a trailer arrived
     upgrade = False
     accept_encoding = b""  # the Accept-Encoding field's value (b"": none)
+    streamed = False  # its body comes in pieces (bytes events), not on .body
     owner: Any = None
     cache: Any = None
 
@@ -153,7 +154,7 @@ class RequestParser:
         "_events", "_request", "_url", "_headers", "_head_size", "_head_pending",
         "_counting", "_special", "_rare", "_body", "_body_size", "_chunked", "_framing",
         "_framing_run", "_body_in_read", "_trailer_size", "_held_bytes", "reading", "error",
-        "upgrade_data", "_accept",
+        "upgrade_data", "_accept", "stream_if", "_streamed",
     )  # fmt: skip
 
     writing: State  # our side's state, kept by the connection
@@ -174,6 +175,10 @@ class RequestParser:
         self._head_size = self._head_pending = 0
         self._counting = self._special = self._rare = self._chunked = False
         self._accept = b""  # the head's Accept-Encoding (joined when repeated)
+        #: Asked of each request with a body when its head completes: True hands its body
+        #: out in pieces (``bytes`` events) instead of collecting it (``request.streamed``).
+        self.stream_if: Any = None
+        self._streamed = False
         self._body: list[bytes] = _NOTHING  # a list of its own once a body arrives
         self._body_size = self._framing = self._framing_run = self._body_in_read = 0
         self._trailer_size = 0
@@ -387,6 +392,11 @@ class RequestParser:
         if upgrade and self._parser.should_upgrade():  # CONNECT was refused already
             request.upgrade = True
             request.keep_alive = False
+        elif (
+            (declared or self._chunked) and self.stream_if is not None and self._buffer_body
+            and self.error is None and self.stream_if(request)
+        ):  # fmt: skip
+            self._streamed = request.streamed = True
         return expect and declared != 0
 
     def on_body(self, body: bytes) -> None:
@@ -401,7 +411,7 @@ class RequestParser:
                     f"package_max_length={self._body_max}"
                 )
             )
-        if self._buffer_body:
+        if self._buffer_body and not self._streamed:
             if self._body:
                 self._body.append(body)
             else:
@@ -416,7 +426,7 @@ class RequestParser:
                 self._request.body = body[0] if len(body) == 1 else b"".join(body)
                 self._body = _NOTHING
             self._body_size = self._body_in_read = self._framing = self._framing_run = 0
-            self._chunked = False
+            self._chunked = self._streamed = False
             self._trailer_size = 0
         self.reading = IDLE
         self._events.append(END)

@@ -123,7 +123,8 @@ class Request(ParsedRequest):
 
     @property
     def form(self) -> dict[str, list[str]]:
-        """The urlencoded body (``application/x-www-form-urlencoded``); empty otherwise."""
+        """The form's fields: of an urlencoded body (``application/x-www-form-urlencoded``)
+        or the plain fields of a ``multipart/form-data`` upload; empty otherwise."""
         form: dict[str, list[str]] = self._cached("form", self._parse_form)
         return form
 
@@ -132,6 +133,32 @@ class Request(ParsedRequest):
         if ctype != "application/x-www-form-urlencoded":
             return {}
         return parse_qs(self.body.decode("latin-1"), keep_blank_values=True)
+
+    @property
+    def files(self) -> dict[str, list[Any]]:
+        """The files of a ``multipart/form-data`` upload by field name, each an
+        :class:`~tx_swoole.protocols.body.UploadedFile` (on disk: see its ``path``); empty
+        otherwise."""
+        files: dict[str, list[Any]] = self._cached("files", dict)
+        return files
+
+    def file(self, name: str) -> Any:
+        """The first uploaded file of field ``name``, or None."""
+        found = self.files.get(name)
+        return found[0] if found else None
+
+    def stream(self) -> Any:
+        """The body as it arrives, for ``async for piece in request.stream()`` (a handler
+        marked with :func:`~tx_swoole.protocols.http.streaming`), or the body read whole as
+        one piece; ``await request.stream().read()`` is all of it."""
+        stream = self.body_stream
+        if stream is None:
+            from tx_swoole.protocols.body import stream_of
+
+            stream = self.body_stream = stream_of(self.body)
+        return stream
+
+    body_stream: Any = None  # the body's stream, for a streamed request
 
     @property
     def cookies(self) -> dict[str, str]:

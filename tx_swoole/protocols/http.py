@@ -34,6 +34,7 @@ from email.utils import formatdate
 from typing import IO, Any
 
 from twisted.internet import defer, task
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -56,10 +57,13 @@ from tx_swoole.protocols._http11 import (
 from tx_swoole.protocols._http11_head import status_line
 from tx_swoole.protocols._request import Headers, Request
 from tx_swoole.protocols._response import IResponseChannel, Response
+from tx_swoole.protocols.body import StreamedBody
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol, pending_bytes
 from tx_swoole.settings import Settings
 
-__all__ = ["HTTPFactory", "HTTPProtocol", "Headers", "Request", "Response", "status_line"]
+__all__ = [
+    "HTTPFactory", "HTTPProtocol", "Headers", "Request", "Response", "status_line", "streaming",
+]  # fmt: skip
 log = SwooleLogger("tx_swoole.http")
 
 SERVER_NAME = b"tx_swoole"
@@ -68,6 +72,20 @@ DRAIN_TICK = DRAIN_IDLE_GRACE / 2  # the drainer's period, and its clock's resol
 COARSE = 1.0  # resolution of the factory's cached clock (its sweep interval)
 FILE_CHUNK = 1 << 16  # bytes read from a file per write in sendfile()
 _new = object.__new__
+
+
+def streaming(handler: Any = None, *, when: Callable[[Request], bool] | None = None) -> Any:
+    """Mark ``handler`` as one that takes request bodies as they arrive: it is called as
+    soon as a request's head is in, and reads ``async for piece in request.stream()``
+    (reading pauses while it lags).  ``when(request)`` picks the requests (default: all
+    with a body); the others are read whole first as usual.  Use as ``@streaming`` or
+    ``@streaming(when=lambda request: request.path == "/upload")``."""
+
+    def mark(h: Any) -> Any:
+        h.streams_body = when or (lambda request: True)
+        return h
+
+    return mark(handler) if handler is not None else mark
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer, IResponseChannel)
@@ -83,7 +101,7 @@ class HTTPProtocol(TrackedProtocol):
 
     __slots__ = (
         "conn", "_request", "_inHandle", "_later", "_readPaused", "transportPaused",
-        "_drainWaiters", "_file", "_registered",
+        "_drainWaiters", "_file", "_registered", "_inBody",
     )  # fmt: skip
     server: HTTPFactory  # (annotations only: the slots are TrackedProtocol's)
     factory: HTTPFactory
@@ -98,6 +116,7 @@ class HTTPProtocol(TrackedProtocol):
         self._later: list[Any] | None = None  # events that came while _handle was looping
         self._readPaused = False
         self.transportPaused = False
+        self._inBody: StreamedBody | None = None  # a streamed request's body on its way
         self._drainWaiters: list[defer.Deferred[None]] | None = None
         self._file: Any = (
             None  # (file, Deferred, bytes left or -1, encoder) while sendfile() streams
@@ -110,13 +129,14 @@ class HTTPProtocol(TrackedProtocol):
             s.http_header_max_length, s.package_max_length, request_class=Request,
             now=server.now, timeouts=server.httpTimeouts,
         )  # fmt: skip
+        self.conn.stream_if = self._streamIf
         self.transport.registerProducer(self, True)
 
     def dataReceived(self, data: bytes) -> None:
         conn = self.conn
         events = conn.receive(data, self.server.now)
         if events:
-            if len(events) == 2 and events[1] is END:
+            if len(events) == 2 and events[1] is END and self._inBody is None:
                 # The common case: one whole request and nothing held behind it (the core
                 # hands out a request only then), so nothing for _handle's loop to do after.
                 self._serve(events[0])
@@ -127,6 +147,12 @@ class HTTPProtocol(TrackedProtocol):
 
     def readConnectionLost(self) -> None:
         """The client half-closed: answer what it asked, then close."""
+        if self._inBody is not None:  # a body that can never complete
+            body, self._inBody = self._inBody, None
+            if not body.lost(Failure(ConnectionDone("the client half-closed mid-body"))):
+                self.conn.stop()
+                self._loseConnection("client")
+                return
         self._handle(self.conn.receive_eof(self.server.now))
 
     def writeConnectionLost(self) -> None:
@@ -145,9 +171,18 @@ class HTTPProtocol(TrackedProtocol):
             while events:
                 for event in events:
                     if event is END:
-                        self._serve(self._request)  # type: ignore[arg-type]
+                        if self._inBody is not None:
+                            body, self._inBody = self._inBody, None
+                            body.end()
+                        else:
+                            self._serve(self._request)  # type: ignore[arg-type]
                     elif event.__class__ is Request:
                         self._request = event
+                        if event.streamed:
+                            self._inBody = self._startBody(event)
+                    elif event.__class__ is bytes:
+                        if self._inBody is not None:
+                            self._inBody.piece(event)
                     else:
                         self._special(event)
                 events, self._later = self._later, None
@@ -156,11 +191,46 @@ class HTTPProtocol(TrackedProtocol):
         finally:
             self._inHandle = False
 
+    def _startBody(self, request: Request) -> StreamedBody:
+        server = self.server
+        s = server.settings
+        streams = server.streamsBody
+        return StreamedBody(
+            request, Response(self, request), self._serve, self._pauseInput, self._refuse,
+            handler_streams=streams is not None and bool(streams(request)),
+            uploads=(s.upload_tmp_dir, s.upload_max_filesize, s.upload_max_files),
+        )  # fmt: skip
+
+    def _streamIf(self, request: Request) -> bool:
+        """Asked by the core of a request with a body: stream it (to the handler that
+        wants it, or a multipart upload to disk) rather than collect it."""
+        streams = self.server.streamsBody
+        if streams is not None and streams(request):
+            return True
+        for name, value in request.raw_headers:
+            if len(name) == 12 and name.lower() == b"content-type":
+                return value[:19].lower() == b"multipart/form-data"
+        return False
+
+    def _pauseInput(self, paused: bool) -> None:
+        conn = self.conn
+        if paused:
+            conn.input_paused = True
+        else:
+            conn.resume_input(self.server.now)
+        self._updateReading()
+
     def _special(self, event: Any) -> None:
         cls = event.__class__
         if cls is Send:
             self._send(event.data)
         elif cls is Refused:
+            if self._inBody is not None:  # a body on its way: maybe the handler answers
+                body, self._inBody = self._inBody, None
+                if not body.refused(event.error):
+                    self._closeReason = "error"
+                    self.abort("error")
+                    return
             self._refuse(event.error)
         elif event is CLOSE:
             self._loseConnection(self._closeReason or "server")
@@ -219,35 +289,39 @@ class HTTPProtocol(TrackedProtocol):
     lastRecvTime = property(_lastRecv, _setRegistered)
 
     # -- serving ----------------------------------------------------------------------------
-    def _serve(self, request: Request) -> None:
+    def _serve(self, request: Request, response: Response | None = None) -> Any:
+        """Call the handler with ``request`` (and a new response unless given); returns
+        None once it is done, or a Deferred that fires when it is."""
         server = self.server
         server.requestCount += 1
         if server.maxRequestReached is not None:
             server.maxRequestReached()
         request.owner = self
-        response = _new(Response)  # Response(self, request) without type.__call__'s frame
-        response.__init__(self, request)  # type: ignore[misc]
+        if response is None:
+            response = _new(Response)  # Response(self, request) without type.__call__'s frame
+            response.__init__(self, request)  # type: ignore[misc]
         try:
             result = server.handler(request, response)
         except Exception:
             self._handlerFailed(response, Failure())
-            return
+            return None
         if result is None:
             if not response.ended:
                 response.end()
-        else:
-            self._handlerReturned(response, result)
+            return None
+        return self._handlerReturned(response, result)
 
-    def _handlerReturned(self, response: Response, result: Any) -> None:
+    def _handlerReturned(self, response: Response, result: Any) -> Any:
         if inspect.iscoroutine(result):
             result = defer.Deferred.fromCoroutine(result)
         if isinstance(result, defer.Deferred):
-            result.addCallbacks(
+            return result.addCallbacks(
                 lambda _: response.ended or response.end(),
                 lambda f: self._handlerFailed(response, f),
             )
-        elif not response.ended:
+        if not response.ended:
             response.end()
+        return None
 
     def _handlerFailed(self, response: Response, failure: Failure) -> None:
         log.failure(
@@ -417,6 +491,9 @@ class HTTPProtocol(TrackedProtocol):
         conn = self.conn
         if conn is not None:
             conn.stop()
+        if self._inBody is not None:
+            body, self._inBody = self._inBody, None
+            body.lost(reason)
         if self._file is not None:
             f, d, _, _ = self._file
             self._file = None
@@ -492,6 +569,8 @@ class HTTPFactory(ConnectionTable):
         self.compressLevel = s.http_compression_level
         self.compressTypes = s.http_compression_types or DEFAULT_TYPES
         self.compressPlans: dict[tuple[Any, ...], int] = {}  # by the handler's headers
+        # the handler's streams_body(request) (see streaming()): its body comes as it arrives
+        self.streamsBody = getattr(handler, "streams_body", None)
 
     def startDraining(self) -> None:
         """Refuse new connections; close idle ones now and the others as they go idle.

@@ -46,6 +46,9 @@ class StaticFiles:
         # small files' bytes by path, with what they were read under (inode, size, mtime)
         self._cache: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
         self._cached = 0  # bytes in the cache
+        wants = getattr(handler, "streams_body", None)  # the handler's, for what is not a file
+        if wants is not None:
+            self.streams_body = wants
 
     def __call__(self, request: Request, response: Response) -> Any:
         method = request.method
