@@ -137,6 +137,14 @@ class MultipartParser:
         if self._state == _EPILOGUE:
             return []
         buf = self._buffer
+        if self._state == _DATA and not buf and self._delimiter not in data:
+            # the common read inside a file: pass it on whole, but for a possible start of
+            # the delimiter at its end (a CR: the boundary itself has none)
+            hold = data.find(b"\r", max(len(data) - len(self._delimiter) + 1, 0))
+            if hold < 0:
+                return [data] if data else []
+            buf += data[hold:]
+            return [data[:hold]] if hold else []
         buf += data
         events: list[object] = []
         while True:

@@ -1,0 +1,117 @@
+"""Upload SIZE bytes as one multipart/form-data file, ours against aiohttp's multipart reader
+writing to disk, interleaved (A B A B ...): MB/s and each server's RSS growth (peak during the
+upload, sampled from /proc).  usage: python bench/upload.py   env: SIZE (1 GiB), ROUNDS (3)
+
+Both servers run one process; the client streams the body from memory in 256 KiB pieces.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = "/tmp/peers-venv/bin/python"
+SIZE = int(os.environ.get("SIZE", str(1 << 30)))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+BOUNDARY = b"----benchBoundary7MA4YWxk"
+PIECE = b"u" * (256 * 1024)
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def wait_port(port: int) -> None:
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def upload(port: int, pid: int) -> tuple[float, int]:
+    head = (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; '
+            b'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n')
+    tail = b"\r\n--" + BOUNDARY + b"--\r\n"
+    length = len(head) + SIZE + len(tail)
+    before = rss(pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss(pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: bench\r\nContent-Type: multipart/form-data; "
+                     b"boundary=" + BOUNDARY + b"\r\nContent-Length: %d\r\n\r\n" % length + head)
+        left = SIZE
+        while left:
+            piece = PIECE if left >= len(PIECE) else PIECE[:left]
+            sock.sendall(piece)
+            left -= len(piece)
+        sock.sendall(tail)
+        answer = b""
+        while not answer.endswith(b"\n") or b"\r\n\r\n" not in answer:
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+    elapsed = time.monotonic() - started
+    done.set()
+    sampler.join()
+    assert answer.split(b"\r\n\r\n", 1)[1].strip() == str(SIZE).encode(), answer[-200:]
+    return SIZE / elapsed / 1e6, peak[0] - before
+
+
+def main() -> None:
+    tmp = tempfile.mkdtemp()
+    cfg = os.path.join(tmp, "upload.toml")
+    with open(cfg, "w") as f:
+        f.write('[server]\ntype = "http"\nport = 8097\napp = "upload_app:handler"\n'
+                f"[settings]\nworker_num = 0\nlog_level = \"warning\"\n"
+                f"package_max_length = {SIZE + (1 << 20)}\nhttp_body_timeout = 600\n")
+    servers = {
+        "ours": (subprocess.Popen(["twistd", "-n", "--pidfile=", "swoole", "-c", cfg], cwd=HERE,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), 8097),
+        "aiohttp": (subprocess.Popen([PY, os.path.join(HERE, "aiohttp_upload.py"), "8098"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), 8098),
+    }
+    try:
+        for _, port in servers.values():
+            wait_port(port)
+        runs: dict[str, list[tuple[float, int]]] = {n: [] for n in servers}
+        for r in range(ROUNDS):
+            for name, (proc, port) in servers.items():
+                mbs, grew = upload(port, proc.pid)
+                runs[name].append((mbs, grew))
+                print(f"{name} round {r + 1}: {mbs:.0f} MB/s, RSS +{grew / 2**20:.1f} MiB")
+        med = {n: (statistics.median(m for m, _ in v), max(g for _, g in v)) for n, v in runs.items()}
+        for name, (mbs, grew) in med.items():
+            print(f"median {name}: {mbs:.0f} MB/s, RSS growth at most {grew / 2**20:.1f} MiB")
+        print(f"ours / aiohttp throughput = {med['ours'][0] / med['aiohttp'][0]:.2f}")
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
