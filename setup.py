@@ -37,6 +37,7 @@ setup(
         "treq>=23.11",
         "websockets>=17.1",  # its C masking routine (the WebSocket server's, 100x pure Python)
         "setproctitle>=1.3",  # readable process titles (tx_swoole: worker #0), as gunicorn's
+        "h2>=4.1",  # HTTP/2's frames, HPACK and stream states (sans-IO; Twisted's and hypercorn's)
     ],
     extras_require={
         "test": [

@@ -1,5 +1,6 @@
 """The aiohttp peer for bench/upload.py: multipart uploads written to temporary files on disk
-with aiohttp's own multipart reader, answering the bytes stored.  usage: PY aiohttp_upload.py PORT"""
+with aiohttp's own multipart reader, answering the bytes stored.
+usage: PY aiohttp_upload.py PORT"""
 
 import os
 import sys

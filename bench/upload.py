@@ -43,8 +43,10 @@ def wait_port(port: int) -> None:
 
 
 def upload(port: int, pid: int) -> tuple[float, int]:
-    head = (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; '
-            b'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n')
+    head = (
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; '
+        b'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    )
     tail = b"\r\n--" + BOUNDARY + b"--\r\n"
     length = len(head) + SIZE + len(tail)
     before = rss(pid)
@@ -60,8 +62,10 @@ def upload(port: int, pid: int) -> tuple[float, int]:
     sampler.start()
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: bench\r\nContent-Type: multipart/form-data; "
-                     b"boundary=" + BOUNDARY + b"\r\nContent-Length: %d\r\n\r\n" % length + head)
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: bench\r\nContent-Type: multipart/form-data; "
+            b"boundary=" + BOUNDARY + b"\r\nContent-Length: %d\r\n\r\n" % length + head
+        )
         left = SIZE
         while left:
             piece = PIECE if left >= len(PIECE) else PIECE[:left]
@@ -85,14 +89,29 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "upload.toml")
     with open(cfg, "w") as f:
-        f.write('[server]\ntype = "http"\nport = 8097\napp = "upload_app:handler"\n'
-                f"[settings]\nworker_num = 0\nlog_level = \"warning\"\n"
-                f"package_max_length = {SIZE + (1 << 20)}\nhttp_body_timeout = 600\n")
+        f.write(
+            '[server]\ntype = "http"\nport = 8097\napp = "upload_app:handler"\n'
+            f'[settings]\nworker_num = 0\nlog_level = "warning"\n'
+            f"package_max_length = {SIZE + (1 << 20)}\nhttp_body_timeout = 600\n"
+        )
     servers = {
-        "ours": (subprocess.Popen(["twistd", "-n", "--pidfile=", "swoole", "-c", cfg], cwd=HERE,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), 8097),
-        "aiohttp": (subprocess.Popen([PY, os.path.join(HERE, "aiohttp_upload.py"), "8098"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), 8098),
+        "ours": (
+            subprocess.Popen(
+                ["twistd", "-n", "--pidfile=", "swoole", "-c", cfg],
+                cwd=HERE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+            8097,
+        ),
+        "aiohttp": (
+            subprocess.Popen(
+                [PY, os.path.join(HERE, "aiohttp_upload.py"), "8098"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+            8098,
+        ),
     }
     try:
         for _, port in servers.values():
@@ -103,7 +122,9 @@ def main() -> None:
                 mbs, grew = upload(port, proc.pid)
                 runs[name].append((mbs, grew))
                 print(f"{name} round {r + 1}: {mbs:.0f} MB/s, RSS +{grew / 2**20:.1f} MiB")
-        med = {n: (statistics.median(m for m, _ in v), max(g for _, g in v)) for n, v in runs.items()}
+        med = {
+            n: (statistics.median(m for m, _ in v), max(g for _, g in v)) for n, v in runs.items()
+        }
         for name, (mbs, grew) in med.items():
             print(f"median {name}: {mbs:.0f} MB/s, RSS growth at most {grew / 2**20:.1f} MiB")
         print(f"ours / aiohttp throughput = {med['ours'][0] / med['aiohttp'][0]:.2f}")

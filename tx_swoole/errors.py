@@ -102,6 +102,11 @@ class HTTPVersionError(HTTPRequestError):
     reason = b"HTTP Version Not Supported"
 
 
+class HTTP2PrefaceError(HTTPVersionError):
+    """An HTTP/2 connection preface (``PRI * HTTP/2.0``) on an HTTP/1 connection: taken as
+    h2c with prior knowledge when ``open_http2_protocol`` is on, else 505."""
+
+
 class RequestTimeoutError(HTTPRequestError):
     """The request head (``http_header_timeout``) or body (``http_body_timeout``) did not
     arrive in time (→ 408)."""

@@ -106,6 +106,10 @@ class Settings:
     http_compression_level: int = field(default=1, metadata=_meta(1, 9))
     http_compression_min_length: int = field(default=20, metadata=_meta(0, _MAX_INT))
     http_compression_types: tuple[str, ...] = ()
+    # HTTP/2 (Swoole's): h2 by ALPN over TLS and h2c with prior knowledge; streams a client
+    # may have open at once on one connection.
+    open_http2_protocol: bool = False
+    http2_max_concurrent_streams: int = field(default=128, metadata=_meta(1, 65535))
     # Uploads (Swoole's): multipart/form-data file parts go to files in upload_tmp_dir
     # ("" = the system's temporary directory), each at most upload_max_filesize bytes (0: only
     # package_max_length bounds them); ours: at most upload_max_files file parts per request.
@@ -154,7 +158,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 NOT_SUPPORTED = frozenset({
     "task_ipc_mode", "task_enable_coroutine",
     "task_tmpdir", "ssl_allow_self_signed", "ssl_verify_depth", "ssl_sni_certs",
-    "open_http2_protocol", "open_websocket_protocol", "http_gzip_level",
+    "open_websocket_protocol", "http_gzip_level", "http2_header_table_size",
+    "http2_initial_window_size", "http2_max_frame_size", "http2_max_header_list_size",
     "open_mqtt_protocol", "open_redis_protocol", "reactor_num", "dispatch_mode",
     "dispatch_func", "daemonize", "log_file", "log_rotation", "pid_file", "user", "group",
     "chroot", "open_cpu_affinity", "cpu_affinity_ignore", "enable_coroutine", "max_coroutine",

@@ -201,6 +201,9 @@ class TLSServer(WriteThroughServer):
             self.write(b"".join(held))
         if self._closeAfterHandshake:  # closed while the handshake went on
             self.loseConnection()
+        hook = getattr(self.protocol, "tlsHandshakeDone", None)
+        if hook is not None:  # (the HTTP protocol hands ALPN h2 to HTTP/2 here)
+            hook(self._tls.selected_alpn_protocol())
         return self._deliver()
 
     def _deliver(self) -> Any:

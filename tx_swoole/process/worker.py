@@ -266,7 +266,10 @@ class AppService(Service):
                 family = probe.family
         if tls_enabled(self.settings):
             web = self.config.type in ("http", "websocket")
-            context = server_context(self.settings, ("http/1.1",) if web else ())
+            alpn: tuple[str, ...] = ("http/1.1",) if web else ()
+            if self.config.type == "http" and self.settings.open_http2_protocol:
+                alpn = ("h2", "http/1.1")
+            context = server_context(self.settings, alpn)
             refusal = PLAIN_HTTP_REFUSAL if web else b""
             timeout = self.settings.http_header_timeout  # every type: the handshake's bound
             if self._listenFd is None:

@@ -40,6 +40,7 @@ import httptools
 from tx_swoole.errors import (
     BodyTooLargeError,
     HeaderTooLargeError,
+    HTTP2PrefaceError,
     HTTPRequestError,
     HTTPVersionError,
     MalformedRequestError,
@@ -60,6 +61,7 @@ _SAMPLE = 40  # bytes of peer data quoted in error messages, at most
 # looked up; Accept-Encoding is kept for the response.
 _SPECIAL = {14: ord("c"), 6: ord("e"), 7: ord("u"), 10: ord("c"), 17: ord("t"), 15: ord("a")}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PRI = b"PRI * HTTP/2.0\r\n\r\n"  # the HTTP/1-shaped start of HTTP/2's preface
 
 
 class State(Enum):
@@ -223,6 +225,13 @@ class RequestParser:
                 return  # _fail() recorded it
             assert cause is not None
             raise cause  # a fault of ours or of request_class, not of the peer's bytes
+        if data.startswith(_PRI):  # llhttp stops at PRI
+            self.upgrade_data = data[len(_PRI) :]  # what follows, for HTTP/2
+            self._refuse(HTTP2PrefaceError(
+                "an HTTP/2 connection preface (h2c with prior knowledge), and "
+                "open_http2_protocol is off"
+            ))  # fmt: skip
+            return
         self._refuse(MalformedRequestError(f"malformed request: {e} (data {data[:_SAMPLE]!r})"))
 
     def _measure_open_head(self) -> None:

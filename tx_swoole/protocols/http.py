@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tx_swoole._log import SwooleLogger
-from tx_swoole.errors import HTTPRequestError
+from tx_swoole.errors import HTTP2PrefaceError, HTTPRequestError
 from tx_swoole.protocols._compress import DEFAULT_TYPES, Encoder
 from tx_swoole.protocols._http11 import (
     ABORT,
@@ -58,6 +58,7 @@ from tx_swoole.protocols._http11_head import status_line
 from tx_swoole.protocols._request import Headers, Request
 from tx_swoole.protocols._response import IResponseChannel, Response
 from tx_swoole.protocols.body import StreamedBody
+from tx_swoole.protocols.h2 import PREFACE, H2Protocol
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol, pending_bytes
 from tx_swoole.settings import Settings
 
@@ -220,10 +221,38 @@ class HTTPProtocol(TrackedProtocol):
             conn.resume_input(self.server.now)
         self._updateReading()
 
+    def tlsHandshakeDone(self, alpn: str | None) -> None:
+        """The TLS transport's call once its handshake is done: ALPN ``h2`` is HTTP/2."""
+        if alpn == "h2" and self.server.settings.open_http2_protocol:
+            self._switchToHTTP2(b"")
+
+    def _switchToHTTP2(self, data: bytes) -> None:
+        proto = H2Protocol()
+        transport = self.transport
+        transport.unregisterProducer()
+        self.server.replace(self, proto)
+        self.connected = 0
+        self._closeReason = "server"
+        transport.protocol = proto  # type: ignore[attr-defined]
+        proto.transport = transport
+        proto.connected = 1
+        proto.connectionMade()
+        if data:
+            proto.dataReceived(data)
+
     def _special(self, event: Any) -> None:
         cls = event.__class__
         if cls is Send:
             self._send(event.data)
+        elif (
+            cls is Refused
+            and event.error.__class__ is HTTP2PrefaceError
+            and (
+                self.server.settings.open_http2_protocol
+                and self.conn.upgrade_data[:6] == b"SM\r\n\r\n"
+            )
+        ):
+            self._switchToHTTP2(PREFACE + self.conn.upgrade_data[6:])
         elif cls is Refused:
             if self._inBody is not None:  # a body on its way: maybe the handler answers
                 body, self._inBody = self._inBody, None
