@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet import reactor, task
 
-from tx_swoole.protocols.http import Request, Response
+from tx_swoole.protocols.http import Request, Response, streaming
 
 
 def handler(request: Request, response: Response) -> Any:
@@ -24,6 +24,8 @@ def handler(request: Request, response: Response) -> Any:
     if path == "/nodelay":
         sock = request.owner.transport.getHandle()
         return response.end(str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    if path == "/fail":
+        raise RuntimeError("asked to fail")
     if path == "/tls":
         cert = request.peer_certificate
         names = dict(pair[0] for pair in cert["subject"]) if cert else {}
@@ -63,3 +65,14 @@ def uploads(request: Request, response: Response) -> Any:
                     digest.update(chunk)
             words.append(f"{name}={upload.filename} {upload.size} {digest.hexdigest()}")
     return response.end(" ".join(words) + "\n")
+
+
+@streaming
+async def streamed(request: Request, response: Response) -> Any:
+    """Takes the body as it comes: ``/slow`` reads it slowly; answers its length."""
+    size = 0
+    async for piece in request.stream():
+        size += len(piece)
+        if request.path == "/slow":
+            await task.deferLater(reactor, 0.01, lambda: None)
+    return response.end(str(size))

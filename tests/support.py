@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,28 @@ def make_certificates(where: Path) -> dict[str, Path]:
     names = ("ca", "ca_key", "server", "server_key", "renewed", "renewed_key", "client",
              "client_key", "other_key")  # fmt: skip
     return {n: where / f"{n}.pem" for n in names}
+
+
+@contextlib.contextmanager
+def headless_chromium(profile: Path, *flags: str) -> Iterator[str]:
+    """A headless Chromium (Debian's) with ``flags``; yields its DevTools WebSocket URL."""
+    proc = subprocess.Popen(
+        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-dev-shm-usage", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+         *flags, "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        active = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (active.exists() and len(active.read_text().split()) == 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "chromium did not start"
+            time.sleep(0.1)
+        port, path = active.read_text().split()
+        yield f"ws://127.0.0.1:{port}{path}"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 class FakeSocket:

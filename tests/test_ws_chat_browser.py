@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from twisted.internet import reactor, task
 
 from tx_swoole.clients.websocket import WebSocketClient, connect
 
-from .support import ROOT, Twistd, write_config
+from .support import ROOT, Twistd, headless_chromium, write_config
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,24 +27,8 @@ pytestmark = [
 @pytest.fixture
 def chromium(tmp_path: Path) -> Iterator[str]:
     """A headless Chromium; yields its DevTools browser WebSocket URL."""
-    profile = tmp_path / "profile"
-    proc = subprocess.Popen(
-        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-dev-shm-usage", "--remote-debugging-port=0", f"--user-data-dir={profile}",
-         "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        active = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (active.exists() and len(active.read_text().split()) == 2):
-            assert proc.poll() is None and time.monotonic() < deadline, "chromium did not start"
-            time.sleep(0.1)
-        port, path = active.read_text().split()
-        yield f"ws://127.0.0.1:{port}{path}"
-    finally:
-        proc.kill()
-        proc.wait()
+    with headless_chromium(tmp_path / "profile") as url:
+        yield url
 
 
 class DevTools:

@@ -20,6 +20,7 @@ connection with ENHANCE_YOUR_CALM; a stream whose client window stays shut for
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from typing import IO, TYPE_CHECKING, Any
 
@@ -453,9 +454,14 @@ class H2Protocol(TrackedProtocol):
             if not response.ended:
                 response.end()
             return None
-        d = defer.ensureDeferred(result) if not isinstance(result, defer.Deferred) else result
-        return d.addCallbacks(lambda _: response.ended or response.end(),
-                              lambda f: self._failed(stream, response, f))  # fmt: skip
+        if inspect.iscoroutine(result):
+            result = defer.Deferred.fromCoroutine(result)
+        if isinstance(result, defer.Deferred):
+            return result.addCallbacks(lambda _: response.ended or response.end(),
+                                       lambda f: self._failed(stream, response, f))  # fmt: skip
+        if not response.ended:
+            response.end()
+        return None
 
     def _failed(self, stream: H2Stream, response: Response, failure: Failure) -> None:
         log.failure("handler failed on HTTP/2 connection {connId}; answering 500", failure,
