@@ -131,7 +131,7 @@ def test_resolve_uses_config_dir(tmp_path: Path) -> None:
         resolve("no_such_module_xyz:x", str(tmp_path))
 
 
-@pytest.mark.parametrize("name", ["task_ipc_mode", "ssl_verify_depth", "open_http2_protocol"])
+@pytest.mark.parametrize("name", ["task_ipc_mode", "ssl_verify_depth", "http2_max_frame_size"])
 def test_known_swoole_setting_not_supported_yet(name: str) -> None:
     """A Swoole setting we do not have yet says so, instead of a typo hint."""
     with pytest.raises(ConfigError, match="does not support yet") as info:

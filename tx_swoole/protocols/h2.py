@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -53,9 +53,6 @@ from tx_swoole.protocols._request import Request
 from tx_swoole.protocols._response import IResponseChannel, Response
 from tx_swoole.protocols.body import StreamedBody
 from tx_swoole.protocols.tcp import CONNECTION_DONE, TrackedProtocol
-
-if TYPE_CHECKING:
-    from tx_swoole.protocols.http import HTTPFactory
 
 __all__ = ["PREFACE", "H2Protocol", "H2Stream"]
 log = SwooleLogger("tx_swoole.http2")
@@ -133,7 +130,7 @@ class H2Stream:
 
     @property
     def transportPaused(self) -> bool:
-        return self.queued > self.server.bufferOutputSize
+        return self.queued > int(self.server.bufferOutputSize)
 
     # -- the core's side of a Response ------------------------------------------------------
     def respond(self, request: Request, status: bytes, headers: tuple[Any, ...], body: bytes,
@@ -253,8 +250,8 @@ class H2Protocol(TrackedProtocol):
     """An HTTP/2 server connection (after ALPN ``h2`` or an h2c preface) in the server's
     connection table, serving the factory's handler."""
 
-    server: HTTPFactory
-    factory: HTTPFactory
+    server: Any  # the HTTPFactory that handed the connection over
+    factory: Any
 
     def __init__(self) -> None:
         super().__init__()
