@@ -141,6 +141,7 @@ def test_if_range_serves_the_whole_file_once_it_changed(root: Path) -> None:
 # -- a real server -------------------------------------------------------------------------------
 import http.client  # noqa: E402
 import socket  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -250,3 +251,40 @@ def test_a_changed_small_file_is_served_new(tmp_path: Path, root: Path) -> None:
         (root / "css" / "b.css").write_text("new")
         os.replace(root / "css" / "b.css", root / "css" / "a.css")  # another inode
         assert get(port, "/css/a.css").body == b"new"
+
+
+@pytest.mark.integration
+def test_big_file_to_a_slow_reader_and_a_file_cut_short(tmp_path: Path, root: Path) -> None:
+    """A large file goes out with sendfile(2) as the reader drains its socket; a file that
+    shrinks while it is sent aborts the connection instead of ending a short body."""
+    data = os.urandom(3 * 1024 * 1024)
+    (root / "big.bin").write_bytes(data)
+    with serve(tmp_path, root, log_level="info") as server:
+        port = server.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while len(got) < len(data) + 100 and not got.endswith(data):
+                chunk = sock.recv(32768)
+                if not chunk:
+                    break
+                got += chunk
+                if len(got) < 1024 * 1024:
+                    time.sleep(0.001)  # slow at first: the server waits for the socket
+            assert got.endswith(data) and b"Content-Length: 3145728" in got
+        (root / "huge.bin").write_bytes(data * 20)  # 60 MiB: more than the socket buffers
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = sock.recv(65536)
+            with open(root / "huge.bin", "r+b") as f:
+                f.truncate(1024 * 1024)
+            try:
+                while chunk := sock.recv(65536):
+                    got += chunk
+            except ConnectionResetError:
+                pass
+            body = got.partition(b"\r\n\r\n")[2]
+            assert len(body) < len(data)  # cut short, and the connection closed: no desync
+        server.wait_for(rb"ended \d+ bytes early; aborted")

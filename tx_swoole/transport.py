@@ -61,6 +61,33 @@ def write_through(transport: tcp.Connection, data: bytes) -> None:
         _buffered_write(transport, data[sent:])
 
 
+def send_file_now(transport: Any, fd: int, count: int) -> int:
+    """Send up to ``count`` bytes of file ``fd`` from its current position straight from the
+    page cache (``sendfile(2)``, which moves the position), on a plain TCP transport with
+    nothing buffered.  Returns the bytes sent; 0 when the socket is full (the transport then
+    calls its producer's ``resumeProducing`` once it can write); -1 when it cannot (TLS,
+    bytes buffered, a closing connection, the file ended early, a socket error): the caller
+    writes instead, and the transport reports a lost connection as usual."""
+    if (
+        not isinstance(transport, tcp.Connection)
+        or getattr(transport, "encrypted", False)
+        or transport._tempDataLen
+        or transport.dataBuffer
+        or transport.disconnecting
+        or not transport.connected
+    ):
+        return -1
+    try:
+        sent = os.sendfile(transport.socket.fileno(), fd, None, count)
+    except _RETRY:
+        transport.producerPaused = True  # doWrite resumes the producer once it can write
+        transport.startWriting()
+        return 0
+    except OSError:
+        return -1
+    return sent or -1
+
+
 def send_now(transport: Any, data: bytes) -> None:
     """``write_through`` on a plain socket's transport (TCP or Unix), ``write`` on any other
     (TLS among them)."""

@@ -61,6 +61,7 @@ from tx_swoole.protocols.body import StreamedBody
 from tx_swoole.protocols.h2 import PREFACE, H2Protocol
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol, pending_bytes
 from tx_swoole.settings import Settings
+from tx_swoole.transport import send_file_now
 
 __all__ = [
     "HTTPFactory", "HTTPProtocol", "Headers", "Request", "Response", "status_line", "streaming",
@@ -401,8 +402,28 @@ class HTTPProtocol(TrackedProtocol):
 
     def _sendFileChunks(self) -> None:
         f, d, left, encoder = self._file
+        if left > 0 and encoder is None:  # a length-framed body: sendfile(2) while it can
+            conn = self.conn
+            while left > 0 and self.connected:
+                sent = send_file_now(self.transport, f.fileno(), min(left, 1 << 30))
+                if sent <= 0:
+                    if not sent:
+                        self._file = (f, d, left, encoder)
+                        return  # the socket is full: resumeProducing brings us back
+                    break  # write it instead
+                left -= sent
+                conn.bytes_out += sent
+            self._file = (f, d, left, encoder)
         while not self.transportPaused and self.connected:
             chunk = f.read(FILE_CHUNK if left < 0 else min(FILE_CHUNK, left)) if left else b""
+            if not chunk and left > 0:  # the file is shorter than announced
+                log.warn("connection {connId}: file {name} ended {left} bytes early; aborted",
+                         connId=self.connId, name=getattr(f, "name", "?"), left=left)  # fmt: skip
+                self._file = None
+                f.close()
+                d.callback(None)
+                self.abort("error")
+                return
             if not chunk:
                 self._file = None
                 f.close()
