@@ -127,6 +127,13 @@ class Response:
             raise ResponseStateError(f"header({name!r}) after the response head was sent")
         self._headers += (name, value)
 
+    def set_headers(self, flat: tuple[Any, ...]) -> None:
+        """Replace the headers set so far with flat ``(name, value, name, value, ...)`` pairs
+        at once (checked when the head is written, as :meth:`header`'s are)."""
+        if self.started:
+            raise ResponseStateError("set_headers() after the response head was sent")
+        self._headers = tuple(flat)
+
     def reset(self) -> None:
         """Drop the status and headers set so far (before the head was sent)."""
         if self.started:

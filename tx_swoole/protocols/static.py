@@ -27,6 +27,8 @@ log = SwooleLogger("tx_swoole.static")
 __all__ = ["StaticFiles"]
 SMALL_FILE = 64 * 1024  # bytes read whole and sent with the head in one write
 CACHE_BYTES = 8 * 1024 * 1024  # of small files kept (by path, while unchanged) per worker
+FRESH = 1.0  # seconds a small file's answer is reused as it is (nginx's open_file_cache)
+FRESH_ENTRIES = 4096  # request targets remembered so
 
 
 class StaticFiles:
@@ -46,11 +48,21 @@ class StaticFiles:
         # small files' bytes by path, with what they were read under (inode, size, mtime)
         self._cache: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
         self._cached = 0  # bytes in the cache
+        # whole answers (when, headers, body) of small files by request target, reused by
+        # GETs without conditions or ranges for FRESH seconds of the server's clock (which
+        # ticks each second): a changed file is seen within a second or two, as nginx's
+        # open_file_cache sees it within open_file_cache_valid
+        self._fresh: dict[bytes, tuple[float, tuple[Any, ...], bytes]] = {}
         wants = getattr(handler, "streams_body", None)  # the handler's, for what is not a file
         if wants is not None:
             self.streams_body = wants
 
     def __call__(self, request: Request, response: Response) -> Any:
+        hit = self._fresh.get(request.raw_url)
+        if hit is not None and request.raw_method == b"GET":
+            if request.owner.server.now - hit[0] < FRESH and not _conditional(request):
+                response.set_headers(hit[1])
+                return response.end(hit[2])
         method = request.method
         path = request.path
         found = None
@@ -78,6 +90,8 @@ class StaticFiles:
             if body is None:
                 return self._gone(response)
             if len(body) == st.st_size:
+                if answer.status == 200 and request.query_string == "":
+                    self._remember(request, answer.headers, body)
                 return response.end(body[answer.offset : answer.offset + answer.length])
         try:
             return response.sendfile(found.path, None, answer.offset, answer.length)
@@ -110,6 +124,13 @@ class StaticFiles:
             self._cached -= len(old)
         return body
 
+    def _remember(self, request: Request, headers: Any, body: bytes) -> None:
+        fresh = self._fresh
+        if len(fresh) >= FRESH_ENTRIES:
+            del fresh[next(iter(fresh))]
+        flat = tuple(item for pair in headers for item in pair)
+        fresh[request.raw_url] = (request.owner.server.now, flat, body)
+
     @staticmethod
     def _gone(response: Response) -> Any:
         response.status(404)  # removed between the stat and the open
@@ -121,3 +142,14 @@ class StaticFiles:
         response.status(404)
         response.header("Content-Type", "text/plain")
         return response.end("Not Found\n")
+
+
+def _conditional(request: Request) -> bool:
+    """True when the request has If-* or Range headers (its answer is not the plain one)."""
+    for name, _ in request.raw_headers:
+        first = name[0] | 32
+        if (first == 105 and name[:3].lower() == b"if-") or (
+            first == 114 and name.lower() == b"range"
+        ):
+            return True
+    return False
