@@ -28,7 +28,10 @@ from twisted.internet import defer
 from tx_swoole.errors import HTTPRequestError, UploadLimitError
 from tx_swoole.protocols._multipart import DONE, PART_END, MultipartParser, Part, boundary_of
 
-__all__ = ["STREAM_HIGH", "BodyStream", "StreamedBody", "UploadSink", "UploadedFile", "stream_of"]
+__all__ = [
+    "STREAM_HIGH", "BodyStream", "StreamedBody", "UploadSink", "UploadedFile", "stream_of",
+    "streaming",
+]  # fmt: skip
 
 STREAM_HIGH = 256 * 1024  # bytes waiting for the handler before reading pauses
 STREAM_LOW = 64 * 1024  # ... and resumes
@@ -376,3 +379,17 @@ class StreamedBody:
             self.sink.discard()
         self._done = True
         return running
+
+
+def streaming(handler: Any = None, *, when: Callable[[Any], bool] | None = None) -> Any:
+    """Mark ``handler`` as one that takes request bodies as they arrive: it is called as
+    soon as a request's head is in, and reads ``async for piece in request.stream()``
+    (reading pauses while it lags).  ``when(request)`` picks the requests (default: all
+    with a body); the others are read whole first as usual.  Use as ``@streaming`` or
+    ``@streaming(when=lambda request: request.path == "/upload")``."""
+
+    def mark(h: Any) -> Any:
+        h.streams_body = when or (lambda request: True)
+        return h
+
+    return mark(handler) if handler is not None else mark

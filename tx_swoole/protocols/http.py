@@ -57,7 +57,7 @@ from tx_swoole.protocols._http11 import (
 from tx_swoole.protocols._http11_head import status_line
 from tx_swoole.protocols._request import Headers, Request
 from tx_swoole.protocols._response import IResponseChannel, Response
-from tx_swoole.protocols.body import StreamedBody
+from tx_swoole.protocols.body import StreamedBody, streaming
 from tx_swoole.protocols.h2 import PREFACE, H2Protocol
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol, pending_bytes
 from tx_swoole.settings import Settings
@@ -74,20 +74,6 @@ DRAIN_TICK = DRAIN_IDLE_GRACE / 2  # the drainer's period, and its clock's resol
 COARSE = 1.0  # resolution of the factory's cached clock (its sweep interval)
 FILE_CHUNK = 1 << 16  # bytes read from a file per write in sendfile()
 _new = object.__new__
-
-
-def streaming(handler: Any = None, *, when: Callable[[Request], bool] | None = None) -> Any:
-    """Mark ``handler`` as one that takes request bodies as they arrive: it is called as
-    soon as a request's head is in, and reads ``async for piece in request.stream()``
-    (reading pauses while it lags).  ``when(request)`` picks the requests (default: all
-    with a body); the others are read whole first as usual.  Use as ``@streaming`` or
-    ``@streaming(when=lambda request: request.path == "/upload")``."""
-
-    def mark(h: Any) -> Any:
-        h.streams_body = when or (lambda request: True)
-        return h
-
-    return mark(handler) if handler is not None else mark
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer, IResponseChannel)
