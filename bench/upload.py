@@ -2,6 +2,9 @@
 writing to disk, interleaved (A B A B ...): MB/s and each server's RSS growth (peak during the
 upload, sampled from /proc).  usage: python bench/upload.py   env: SIZE (1 GiB), ROUNDS (3)
 
+With CONCURRENT=N, N uploads of SIZE bytes at once instead, through each server in turn (the
+memory law: Swoole would hold N x package_max_length).
+
 Both servers run one process; the client streams the body from memory in 256 KiB pieces.
 """
 
@@ -42,7 +45,53 @@ def wait_port(port: int) -> None:
     raise SystemExit(f"nothing listens on {port}")
 
 
+CONCURRENT = int(os.environ.get("CONCURRENT", "0"))
+
+
 def upload(port: int, pid: int) -> tuple[float, int]:
+    if CONCURRENT:
+        return concurrent_uploads(port, pid, CONCURRENT)
+    return one_upload(port, pid)
+
+
+def concurrent_uploads(port: int, pid: int, n: int) -> tuple[float, int]:
+    """``n`` uploads at once, interleaved piece by piece over ``n`` sockets."""
+    head = (
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; '
+        b'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    )
+    tail = b"\r\n--" + BOUNDARY + b"--\r\n"
+    length = len(head) + SIZE + len(tail)
+    before = peak = rss(pid)
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    started = time.monotonic()
+    for sock in socks:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: bench\r\nContent-Type: multipart/form-data; "
+            b"boundary=" + BOUNDARY + b"\r\nContent-Length: %d\r\n\r\n" % length + head
+        )
+    left = SIZE
+    while left:
+        piece = PIECE if left >= len(PIECE) else PIECE[:left]
+        for sock in socks:
+            sock.sendall(piece)
+        left -= len(piece)
+        peak = max(peak, rss(pid))
+    for sock in socks:
+        sock.sendall(tail)
+    for sock in socks:
+        answer = b""
+        while not answer.endswith(b"\n") or b"\r\n\r\n" not in answer:
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+        assert answer.split(b"\r\n\r\n", 1)[1].strip() == str(SIZE).encode(), answer[-200:]
+        sock.close()
+    return n * SIZE / (time.monotonic() - started) / 1e6, peak - before
+
+
+def one_upload(port: int, pid: int) -> tuple[float, int]:
     head = (
         b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; '
         b'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'

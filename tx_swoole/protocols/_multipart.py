@@ -229,11 +229,13 @@ class MultipartParser:
         buf = self._buffer
         delimiter = self._delimiter
         at = buf.find(delimiter, self._searched)
-        if at < 0:
-            safe = len(buf) - len(delimiter) + 1  # what cannot be the start of a delimiter
-            if safe > 0:
-                events.append(bytes(buf[:safe]))
-                del buf[:safe]
+        if at < 0:  # all but a possible start of the delimiter at the end (from a CR)
+            hold = buf.find(b"\r", max(len(buf) - len(delimiter) + 1, 0))
+            if hold < 0:
+                hold = len(buf)
+            if hold:
+                events.append(bytes(buf[:hold]))
+                del buf[:hold]
             self._searched = 0
             return False
         if at:

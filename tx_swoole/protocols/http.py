@@ -73,6 +73,7 @@ DRAIN_IDLE_GRACE = 0.5  # seconds a just-answered connection may still send whil
 DRAIN_TICK = DRAIN_IDLE_GRACE / 2  # the drainer's period, and its clock's resolution then
 COARSE = 1.0  # resolution of the factory's cached clock (its sweep interval)
 FILE_CHUNK = 1 << 16  # bytes read from a file per write in sendfile()
+BODY_READ_SIZE = 1 << 18  # bytes read at once once a streamed body (an upload) begins
 _new = object.__new__
 
 
@@ -161,6 +162,8 @@ class HTTPProtocol(TrackedProtocol):
                     if event is END:
                         if self._inBody is not None:
                             body, self._inBody = self._inBody, None
+                            if getattr(self.transport, "bufferSize", 0) == BODY_READ_SIZE:
+                                self.transport.bufferSize = 65536  # type: ignore[attr-defined]
                             body.end()
                         else:
                             self._serve(self._request)  # type: ignore[arg-type]
@@ -180,6 +183,9 @@ class HTTPProtocol(TrackedProtocol):
             self._inHandle = False
 
     def _startBody(self, request: Request) -> StreamedBody:
+        transport = self.transport
+        if getattr(transport, "bufferSize", 0) == 65536:  # a TCP socket's: read more at once
+            transport.bufferSize = BODY_READ_SIZE  # type: ignore[attr-defined]
         server = self.server
         s = server.settings
         streams = server.streamsBody
