@@ -208,9 +208,11 @@ class HTTPLoad:
     REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
     REQUEST_CLOSE = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
 
-    def __init__(self, port: int, connections: int = 16, keep_alive: bool = True) -> None:
+    def __init__(self, port: int, connections: int = 16, keep_alive: bool = True,
+                 tls: Any = None) -> None:  # fmt: skip
         self.port = port
         self.keep_alive = keep_alive
+        self.tls = tls  # an ssl.SSLContext: HTTPS
         self.ok = 0
         self.refused = 0
         self.failures: list[str] = []
@@ -254,6 +256,8 @@ class HTTPLoad:
             if sock is None:
                 try:
                     sock = _socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                    if self.tls is not None:
+                        sock = self.tls.wrap_socket(sock, server_hostname="localhost")
                 except ConnectionRefusedError:
                     self._count("refused")
                     time.sleep(0.05)

@@ -24,8 +24,8 @@ from websockets.sync.client import connect as ws_connect
 from tx_swoole.config import parse_config
 from tx_swoole.errors import ConfigError
 
-from .support import ROOT, Twistd, make_certificates, write_config
-from .test_multiprocess import ready_status
+from .support import ROOT, HTTPLoad, Twistd, make_certificates, write_config
+from .test_multiprocess import ready_status, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -259,6 +259,25 @@ def served_certificate(port: int) -> bytes:
         der = tls.getpeercert(binary_form=True)
         assert der is not None
         return der
+
+
+@pytest.mark.timeout(120)
+def test_reload_under_https_load_drops_nothing(certs: dict[str, Path], tmp_path: Path) -> None:
+    """Two reloads of two TLS workers under keep-alive HTTPS load: 0 failed."""
+    pidfile = tmp_path / "master.pid"
+    cfg = write_config(tmp_path, {"type": "http", "port": 0, "app": "tests.http_apps:handler"},
+                       {**tls_settings(certs), "worker_num": 2})  # fmt: skip
+    with Twistd(cfg, f"--pidfile={pidfile}", cwd=ROOT) as server:
+        port = int(server.wait_for(rb"listening on 127.0.0.1:(\d+)")[0].group(1))
+        ready_status(pidfile, 2)
+        with HTTPLoad(port, connections=8, tls=client_context(certs)) as load:
+            wait_until(lambda: load.ok > 100, timeout=30)
+            for generation in (2, 3):
+                before = load.ok
+                server.signal(signal.SIGUSR1)
+                server.wait_for(rb"reload to generation %d finished" % generation, timeout=30)
+                wait_until(lambda: load.ok > before + 100, timeout=30)  # noqa: B023
+        assert load.failures == [] and load.refused == 0 and load.ok > 300
 
 
 @pytest.mark.timeout(120)
