@@ -47,6 +47,10 @@ class Settings:
     max_request_grace: int | None = field(default=None, metadata=_meta(0, _MAX_INT))
     max_wait_time: float = field(default=3.0, metadata=_meta(0.01, 3600))
     reload_async: bool = True
+    # Ours: the master reloads the workers when watched files change (inotify): the paths or
+    # globs in reload_on_change_paths, relative to the config file (default: its *.py files).
+    reload_on_change: bool = False
+    reload_on_change_paths: tuple[str, ...] = ()
     # Heartbeat (Swoole: idle time defaults to 2 x interval; idle alone enables check at idle/2).
     heartbeat_check_interval: float = field(default=0.0, metadata=_meta(0, 86400))
     heartbeat_idle_time: float = field(default=0.0, metadata=_meta(0, 86400 * 7))
@@ -166,8 +170,7 @@ NOT_SUPPORTED = frozenset({
     "hook_flags", "message_queue_key", "discard_timeout_request", "enable_reuse_port",
     "enable_delay_receive", "tcp_defer_accept", "tcp_fastopen", "request_slowlog_timeout",
     "request_slowlog_file", "http_parse_post", "http_parse_cookie", "http_parse_files",
-    "input_buffer_size", "pipe_buffer_size", "send_yield", "reload_on_change",
-    "reload_handoff",
+    "input_buffer_size", "pipe_buffer_size", "send_yield", "reload_handoff",
 })  # fmt: skip
 
 

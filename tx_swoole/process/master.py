@@ -49,6 +49,7 @@ from tx_swoole.process._lifecycle import (
     shutdown_handlers,
     write_status,
 )
+from tx_swoole.process.watcher import CodeWatcher, watch_targets
 from tx_swoole.process.worker import ABORT_WAIT, CONFIG_FD, CONTROL_OUT_FD, LISTEN_FD, set_title
 from tx_swoole.reactor import IServerReactor, default_reactor
 from tx_swoole.transport import refuse_new_connections
@@ -173,6 +174,7 @@ class MasterService(Service):
         self.everReady = False
         self._lastStatus = 0.0
         self._statusCall: Any = None
+        self.watcher: CodeWatcher | None = None  # reload_on_change
 
     # -- startup ------------------------------------------------------------------------------
     def privilegedStartService(self) -> None:
@@ -201,6 +203,10 @@ class MasterService(Service):
         for wid in range(self.settings.worker_num):
             self.workers[wid] = self._spawn(wid)
         self.reactor.callWhenRunning(self._installSignals)
+        if self.settings.reload_on_change:
+            targets = watch_targets(self.config.base_dir, self.settings.reload_on_change_paths)
+            self.watcher = CodeWatcher(self.reactor, targets, lambda path: self.reload())
+            self.reactor.callWhenRunning(self.watcher.start)
 
     def signalHandlers(self) -> dict[int, Callable[[], Any]]:
         """TERM and INT: graceful shutdown; USR1: reload; USR2: reload the task workers."""
@@ -497,6 +503,8 @@ class MasterService(Service):
 
     async def _shutdown(self) -> None:
         started = time.monotonic()
+        if self.watcher is not None:
+            self.watcher.stop()
         for sock in self.sockets:
             refuse_new_connections(sock)
         everyone = list(self.workers.values()) + list(self.retiring)
