@@ -6,6 +6,7 @@ Nothing here imports the twistd plugin (:mod:`tx_swoole.tap`); the plugin builds
 from __future__ import annotations
 
 import atexit
+import gc
 import inspect
 import json
 import os
@@ -16,6 +17,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python import logfile
 
 from tx_swoole._log import SwooleLogger
 from tx_swoole.reactor import IServerReactor
@@ -94,12 +96,34 @@ def _deliver(
     return on_signal
 
 
+REOPEN_LOGS = signal.SIGRTMIN  # Swoole's signal for reopening log files (USR1 is reload)
+
+
+def reopen_logs() -> int:
+    """Reopen every log file of this process (``twistd --logfile``'s, and any other
+    ``twisted.python.logfile`` file): after ``logrotate`` moved them, lines go to new files.
+    Returns how many were reopened."""
+    count = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, logfile.BaseLogFile):
+            try:
+                obj.reopen()
+            except (OSError, AttributeError, ValueError) as e:  # (a closed one has no file)
+                log.warn("could not reopen log file {path}: {e}", path=getattr(obj, "path", "?"),
+                         e=e)  # fmt: skip
+                continue
+            count += 1
+    log.info("log files reopened ({n})", n=count)
+    return count
+
+
 def shutdown_handlers(reactor: IServerReactor) -> dict[int, Callable[[], Any]]:
-    """TERM and INT: graceful shutdown through ``reactor.stop`` (services drain first)."""
+    """TERM and INT: graceful shutdown through ``reactor.stop`` (services drain first);
+    RTMIN: reopen the log files."""
 
     def stop() -> None:
         if reactor.running:
             log.info("shutdown requested: draining")
             reactor.stop()
 
-    return {signal.SIGTERM: stop, signal.SIGINT: stop}
+    return {signal.SIGTERM: stop, signal.SIGINT: stop, REOPEN_LOGS: reopen_logs}

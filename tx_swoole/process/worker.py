@@ -31,7 +31,7 @@ from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.config import ServerConfig, parse_config, resolve
 from tx_swoole.errors import NoTaskWorkersError
 from tx_swoole.process._control import LineDecoder, encode
-from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT, call_hook
+from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT, REOPEN_LOGS, call_hook
 from tx_swoole.process.messages import Peers
 from tx_swoole.process.tasks import TaskDispatcher
 from tx_swoole.process.watchdog import Watchdog
@@ -564,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.SIGINT, signal.SIG_IGN
     )  # Ctrl-C reaches the whole group: the master decides
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(REOPEN_LOGS, signal.SIG_IGN)  # our lines go through the master's log
     _worker_logging(config.settings.log_level)
     if reactor_name:  # the master's twistd --reactor choice
         from twisted.application.reactors import installReactor
