@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (the package with its test extras, redis-server, chromium,
-# openssl, curl, h2load, logrotate) and runs them under coverage; prints the coverage figure and fails below the
-# floor (COVERAGE_MIN).
+# openssl, curl, h2load, logrotate) and runs them under coverage; prints the coverage figure
+# and fails below the floor (COVERAGE_MIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=""
