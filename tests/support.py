@@ -209,8 +209,9 @@ class HTTPLoad:
     REQUEST_CLOSE = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
 
     def __init__(self, port: int, connections: int = 16, keep_alive: bool = True,
-                 tls: Any = None) -> None:  # fmt: skip
+                 tls: Any = None, unix: str = "") -> None:  # fmt: skip
         self.port = port
+        self.unix = unix  # a Unix socket's path: connect there instead
         self.keep_alive = keep_alive
         self.tls = tls  # an ssl.SSLContext: HTTPS
         self.ok = 0
@@ -255,7 +256,16 @@ class HTTPLoad:
         while not self._stop.is_set():
             if sock is None:
                 try:
-                    sock = _socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                    if self.unix:
+                        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+                        sock.settimeout(10)
+                        try:
+                            sock.connect(self.unix)
+                        except OSError:
+                            sock.close()
+                            raise
+                    else:
+                        sock = _socket.create_connection(("127.0.0.1", self.port), timeout=10)
                     if self.tls is not None:
                         sock = self.tls.wrap_socket(sock, server_hostname="localhost")
                 except ConnectionRefusedError:

@@ -28,7 +28,8 @@ EVENTS = (
 )  # fmt: skip
 # Swoole's onHandshake/onOpen/onMessage/onClose: functions instead of a protocol class.
 WEBSOCKET_EVENTS = ("handshake", "open", "message", "close")
-_SERVER_KEYS = ("type", "host", "port", "app", "http_app")
+_SERVER_KEYS = ("type", "host", "port", "path", "mode", "app", "http_app")
+UNIX = "unix:"  # host = "unix:PATH": a Unix domain socket
 _SECTIONS = ("server", "settings", "events")
 
 
@@ -45,6 +46,12 @@ class ServerConfig:
     events: Mapping[str, str] = field(default_factory=dict)
     base_dir: str = "."
     path: str = ""
+    mode: int = 0o660  # a Unix socket's file mode
+
+    @property
+    def unix_path(self) -> str:
+        """The Unix socket's path (``host = "unix:PATH"`` or ``path``), or ""."""
+        return self.host[len(UNIX) :] if self.host.startswith(UNIX) else ""
 
     def to_dict(self) -> dict[str, Any]:
         """The raw tables, to hand to a worker process."""
@@ -55,6 +62,7 @@ class ServerConfig:
                 "type": self.type,
                 "host": self.host,
                 "port": self.port,
+                "mode": f"{self.mode:o}",
                 "app": self.app,
                 **({"http_app": self.http_app} if self.http_app else {}),
             },  # fmt: skip
@@ -75,7 +83,7 @@ def _check_ref(key: str, value: Any) -> str:
     return value
 
 
-def _server(table: Mapping[str, Any]) -> dict[str, Any]:
+def _server(table: Mapping[str, Any], base_dir: str = ".") -> dict[str, Any]:
     for key in table:
         if key not in _SERVER_KEYS:
             raise _unknown("key [server]", key, _SERVER_KEYS)
@@ -88,12 +96,29 @@ def _server(table: Mapping[str, Any]) -> dict[str, Any]:
     port = table.get("port", 9501)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"[server] port = {port!r}: allowed range is 0 to 65535")
+    path = table.get("path", host[len(UNIX) :] if host.startswith(UNIX) else "")
+    if not isinstance(path, str):
+        raise ConfigError(f"[server] path = {path!r}: expected the Unix socket's file path")
+    if path:  # a Unix socket: made absolute against the config file's directory
+        if "host" in table and not host.startswith(UNIX):
+            raise ConfigError(f"[server] path = {path!r} and host = {host!r}: a Unix socket "
+                              "has no host; give one of them")  # fmt: skip
+        host, port = UNIX + os.path.join(os.path.abspath(base_dir), path), 0
+    mode = table.get("mode", "660")
+    try:
+        mode_bits = int(mode, 8) if isinstance(mode, str) else -1
+    except ValueError:
+        mode_bits = -1
+    if not 0 <= mode_bits <= 0o777:
+        raise ConfigError(f"[server] mode = {mode!r}: expected an octal file mode as a string, "
+                          'such as "660"')  # fmt: skip
     if "app" not in table and kind != "websocket":
         raise ConfigError("[server] app is missing: expected a 'module:attribute' string")
     server = {
         "type": kind,
         "host": host,
         "port": port,
+        "mode": mode_bits,
         "app": _check_ref("[server] app", table["app"]) if "app" in table else "",
     }
     if "http_app" in table:
@@ -125,8 +150,11 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
             raise ConfigError(f"[{section}] must be a table, got {type(table).__name__}")
     if "server" not in data:
         raise ConfigError("the [server] table is missing")
-    server = _server(data["server"])
+    server = _server(data["server"], base_dir)
     settings = make_settings(data.get("settings", {}))
+    if server["host"].startswith(UNIX) and settings.ssl_cert_file:
+        raise ConfigError("ssl_cert_file with a Unix socket: TLS is for TCP listeners (the "
+                          "socket file's mode guards a Unix socket)")  # fmt: skip
     events = _events(data.get("events", {}))
     functions = [e for e in WEBSOCKET_EVENTS if e in events]
     if functions and server["type"] != "websocket":

@@ -14,13 +14,15 @@ reports the loss through ``connectionLost`` as usual.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
+import stat
 import struct
 from errno import EWOULDBLOCK
 from typing import TYPE_CHECKING, Any, cast
 
-from twisted.internet import main, tcp
+from twisted.internet import main, tcp, unix
 from twisted.internet.interfaces import IReactorSocket, IReactorTCP
 
 if TYPE_CHECKING:
@@ -200,6 +202,94 @@ def adopt_stream_port(
         server_reactor(reactor), fd, family, factory
     )
     p.__dict__.update(attributes)
+    p.startListening()
+    return p
+
+
+class WriteThroughUnixServer(unix.Server):
+    """A Unix-socket server transport that writes through, as :class:`WriteThroughServer`."""
+
+    write = write_through
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        own_hot_attributes(self)
+
+    def pendingBytes(self) -> int:
+        return len(self.dataBuffer) - self.offset + self._tempDataLen
+
+
+class WriteThroughUnixPort(unix.Port):
+    """A listening Unix socket whose connections use :class:`WriteThroughUnixServer`;
+    ``keepFile``: the socket file is someone else's (the master's), left in place on close."""
+
+    transport = WriteThroughUnixServer
+    keepFile = False
+
+    def connectionLost(self, reason: Any) -> None:
+        if self.keepFile:
+            tcp.Port.connectionLost(self, reason)
+        else:
+            super().connectionLost(reason)
+
+
+def clear_stale_socket(path: str) -> None:
+    """Remove ``path`` if it is a Unix socket nothing listens on (left by a crash).
+
+    Raises ``OSError`` naming the path when a server still listens there or the path is not
+    a socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EEXIST, f"unix:{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # stale: nobody accepts on it
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"another server listens on unix:{path}")
+
+
+def unix_listening_socket(path: str, mode: int, backlog: int) -> socket.socket:
+    """A non-blocking listening Unix socket at ``path`` with file ``mode`` (a stale socket
+    file from a crash is replaced)."""
+    clear_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def listen_unix(path: str, factory: ServerFactory, mode: int = 0o660, backlog: int = 511, *,
+                reactor: Any = None) -> WriteThroughUnixPort:  # fmt: skip
+    """Like ``reactor.listenUNIX`` with the write-through transport; a stale socket file from
+    a crash is replaced, a live one refused (``OSError``)."""
+    clear_stale_socket(path)
+    p = WriteThroughUnixPort(path, factory, backlog, mode, server_reactor(reactor))  # type: ignore[arg-type]
+    p.startListening()
+    return p
+
+
+def adopt_unix_port(fd: int, factory: ServerFactory, mode: int = 0o660, *,
+                    reactor: Any = None) -> Any:  # fmt: skip
+    """Serve the already listening Unix socket ``fd`` (the master's) with the write-through
+    transport (Twisted sets the file's ``mode`` again); the caller still owns ``fd``."""
+    p = WriteThroughUnixPort._fromListeningDescriptor(server_reactor(reactor), fd, factory)
+    p.keepFile, p.mode = True, mode
+    # Twisted's unix.Port, unlike tcp.Port, shuts an adopted socket down when it stops
+    # listening: that would refuse connects for every other worker sharing it.
+    p._shouldShutdown = False
     p.startListening()
     return p
 

@@ -21,6 +21,7 @@ a control channel (see :mod:`tx_swoole.process.worker`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import eventFromJSON, globalLogPublisher
@@ -52,7 +54,7 @@ from tx_swoole.process._lifecycle import (
 from tx_swoole.process.watcher import CodeWatcher, watch_targets
 from tx_swoole.process.worker import ABORT_WAIT, CONFIG_FD, CONTROL_OUT_FD, LISTEN_FD, set_title
 from tx_swoole.reactor import IServerReactor, default_reactor
-from tx_swoole.transport import refuse_new_connections
+from tx_swoole.transport import refuse_new_connections, unix_listening_socket
 
 log = SwooleLogger("tx_swoole.master")
 BOOT_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry of a worker that cannot boot
@@ -180,20 +182,28 @@ class MasterService(Service):
     def privilegedStartService(self) -> None:
         if not self.sockets:
             cfg = self.config
-            self.sockets = listening_sockets(
-                cfg.host, cfg.port, self.settings.backlog, self.settings.worker_num
-            )
+            if cfg.unix_path:  # one socket for every worker: no SO_REUSEPORT for these
+                try:
+                    self.sockets = [unix_listening_socket(cfg.unix_path, cfg.mode,
+                                                          self.settings.backlog)]  # fmt: skip
+                except OSError as e:
+                    raise CannotListenError(None, cfg.host, e) from None
+            else:
+                self.sockets = listening_sockets(
+                    cfg.host, cfg.port, self.settings.backlog, self.settings.worker_num
+                )
         super().privilegedStartService()
 
     def startService(self) -> None:
         super().startService()
         if not self.sockets:
             self.privilegedStartService()
-        host, port = self.sockets[0].getsockname()[:2]
+        name = self.sockets[0].getsockname()
+        where = self.config.host if self.config.unix_path else f"{name[0]}:{name[1]}"
         set_log_level(self.settings.log_level)
         log.info(
-            "master (pid {pid}) listening on {host}:{port}; starting {n} workers",
-            pid=os.getpid(), host=host, port=port, n=self.settings.worker_num,
+            "master (pid {pid}) listening on {where}; starting {n} workers",
+            pid=os.getpid(), where=where, n=self.settings.worker_num,
         )  # fmt: skip
         self.runDir = tempfile.mkdtemp(prefix="tx_swoole-")  # 0700: the processes' sockets
         if self.settings.task_worker_num:
@@ -507,6 +517,11 @@ class MasterService(Service):
             self.watcher.stop()
         for sock in self.sockets:
             refuse_new_connections(sock)
+        unix_path = self.config.unix_path
+        if unix_path:  # connects by the path are refused from now on; queued ones are served
+            with contextlib.suppress(OSError):
+                os.rename(unix_path, unix_path + ".closing")
+                open(unix_path, "w").close()  # noqa: SIM115 - a plain file: ECONNREFUSED
         everyone = list(self.workers.values()) + list(self.retiring)
         workers = [w for w in everyone if w.kind == "worker"]
         task_workers = list(self.taskWorkers.values()) + [w for w in everyone if w.kind == "task"]
@@ -520,6 +535,9 @@ class MasterService(Service):
             await defer.gatherResults([w.exited for w in group if not w.exited.called])
         for sock in self.sockets:
             sock.close()
+        for leftover in (unix_path, unix_path + ".closing") if unix_path else ():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)  # the socket file goes with the server
         if self.runDir:
             shutil.rmtree(self.runDir, ignore_errors=True)
         if self._statusCall is not None and self._statusCall.active():

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -47,8 +48,11 @@ from tx_swoole.tls import (
 from tx_swoole.transport import (
     accept_queued,
     adopt_stream_port,
+    adopt_unix_port,
     listen_tcp,
+    listen_unix,
     refuse_new_connections,
+    stop_unix_port,
 )
 
 log = SwooleLogger("tx_swoole.worker")
@@ -240,11 +244,12 @@ class AppService(Service):
                 self.peers.share(self.factory)
         self.port = self._listen(self.factory)
         addr = self.port.getHost()
+        where = f"{addr.host}:{addr.port}" if hasattr(addr, "port") else self.config.host
         log.info(
-            "worker {workerId} (pid {pid}) serving {type} app {app} on {host}:{port}{tls}",
+            "worker {workerId} (pid {pid}) serving {type} app {app} on {where}{tls}",
             workerId=self.workerId, pid=os.getpid(), type=self.config.type,
-            app=self.config.app or self.config.events.get("message"),
-            host=addr.host, port=addr.port, tls=" (TLS)" if tls_enabled(self.settings) else "",
+            app=self.config.app or self.config.events.get("message"), where=where,
+            tls=" (TLS)" if tls_enabled(self.settings) else "",
         )  # fmt: skip
         if "worker_start" in self._hooks:
             await call_hook(self._hooks["worker_start"], self, self.workerId)
@@ -264,6 +269,15 @@ class AppService(Service):
         if self._listenFd is not None:
             with socket.socket(fileno=os.dup(self._listenFd)) as probe:
                 family = probe.family
+        if self.config.unix_path:  # a Unix socket (no TLS on it)
+            if self._listenFd is not None:
+                return adopt_unix_port(self._listenFd, factory, self.config.mode,
+                                       reactor=self.reactor)  # fmt: skip
+            try:
+                return listen_unix(self.config.unix_path, factory, self.config.mode,
+                                   self.settings.backlog, reactor=self.reactor)  # fmt: skip
+            except OSError as e:
+                raise CannotListenError(None, self.config.host, e) from None
         if tls_enabled(self.settings):
             web = self.config.type in ("http", "websocket")
             alpn: tuple[str, ...] = ("http/1.1",) if web else ()
@@ -305,11 +319,15 @@ class AppService(Service):
     async def _drain(self, final: bool) -> None:
         reason = "server" if final else "reload"
         if self.port is not None:
-            if final:
+            if final and self._listenFd is None and self.config.unix_path:
+                await stop_unix_port(self.port, self.config.unix_path)  # refused, queued taken
+            elif final:
                 if self._listenFd is None:
                     refuse_new_connections(self.port.socket)
                 accept_queued(self.port)
-            await self.port.stopListening()
+                await self.port.stopListening()
+            else:
+                await self.port.stopListening()
         factory = self.factory
         if factory is not None:
             factory.startDraining()

@@ -592,7 +592,10 @@ class ConnectionTable(ServerFactory):
             sock = transport.getHandle()
         except AttributeError:
             return
+        unix = sock.family == socket.AF_UNIX  # (no TCP options on a Unix socket)
         for level, opt, value in self._sockopts:
+            if unix and level == socket.IPPROTO_TCP:
+                continue
             try:
                 sock.setsockopt(level, opt, value)
             except OSError as e:
