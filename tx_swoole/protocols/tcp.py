@@ -592,7 +592,7 @@ class ConnectionTable(ServerFactory):
             sock = transport.getHandle()
         except AttributeError:
             return
-        unix = sock.family == socket.AF_UNIX  # (no TCP options on a Unix socket)
+        unix = getattr(sock, "family", None) == socket.AF_UNIX  # (no TCP options there)
         for level, opt, value in self._sockopts:
             if unix and level == socket.IPPROTO_TCP:
                 continue
