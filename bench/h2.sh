@@ -3,6 +3,8 @@
 # open_http2_protocol) against hypercorn (one worker, uvloop; both on the h2 library),
 # interleaved over ROUNDS rounds, same ECDSA P-256 certificate.
 #   usage: bench/h2.sh    env: N (50000), ROUNDS (3)
+# Needs hypercorn in the peers' venv (/tmp/peers-venv/bin/pip install hypercorn) and h2load
+# (Debian's nghttp2-client).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 PEERS=$HERE/../../shared/peers
