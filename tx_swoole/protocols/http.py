@@ -220,18 +220,7 @@ class HTTPProtocol(TrackedProtocol):
             self._switchToHTTP2(b"")
 
     def _switchToHTTP2(self, data: bytes) -> None:
-        proto = H2Protocol()
-        transport = self.transport
-        transport.unregisterProducer()
-        self.server.replace(self, proto)
-        self.connected = 0
-        self._closeReason = "server"
-        transport.protocol = proto  # type: ignore[attr-defined]
-        proto.transport = transport
-        proto.connected = 1
-        proto.connectionMade()
-        if data:
-            proto.dataReceived(data)
+        self._handOver(H2Protocol(), data)
 
     def _special(self, event: Any) -> None:
         cls = event.__class__
@@ -282,6 +271,11 @@ class HTTPProtocol(TrackedProtocol):
         response.request.owner = protocol  # (remote_addr and friends; and this one can go)
         self._send(head)
         self.conn.bytes_out += len(head)
+        self._handOver(protocol, self.conn.upgrade_data)
+
+    def _handOver(self, protocol: TrackedProtocol, data: bytes) -> None:
+        """``protocol`` takes the connection (same transport, same id in the table) and is
+        given ``data``, the bytes that came after what this protocol read."""
         transport = self.transport
         transport.unregisterProducer()
         self.server.replace(self, protocol)
@@ -291,8 +285,8 @@ class HTTPProtocol(TrackedProtocol):
         protocol.transport = transport
         protocol.connected = 1
         protocol.connectionMade()
-        if self.conn.upgrade_data and protocol.connected:
-            protocol.dataReceived(self.conn.upgrade_data)
+        if data and protocol.connected:
+            protocol.dataReceived(data)
 
     def byteCounts(self) -> tuple[int, int]:
         """Bytes received and bytes of responses sent (the core counts them)."""
