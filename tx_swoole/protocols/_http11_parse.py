@@ -47,8 +47,8 @@ from tx_swoole.errors import (
 )
 
 __all__ = [
-    "ABORT", "CLOSE", "END", "LINGER", "ParsedRequest", "Refused", "RequestParser", "Send",
-    "State",
+    "ABORT", "CLOSE", "END", "LINGER", "Marker", "ParsedRequest", "Refused", "RequestParser",
+    "Send", "State",
 ]  # fmt: skip
 
 _NOTHING: list[Any] = []  # shared and never appended to: the empty value of lazy lists
@@ -80,7 +80,9 @@ IDLE, HEAD, BODY, HANDLING = State.IDLE, State.HEAD, State.BODY, State.HANDLING
 STREAMING, LINGERING, CLOSED = State.STREAMING, State.LINGERING, State.CLOSED
 
 
-class _Marker:
+class Marker:
+    """A named event with no data (END, CLOSE, ...; the multipart parser's too)."""
+
     __slots__ = ("_name",)
 
     def __init__(self, name: str) -> None:
@@ -90,10 +92,10 @@ class _Marker:
         return self._name
 
 
-END = _Marker("END")  # event: the request whose head came last is complete
-LINGER = _Marker("LINGER")  # event: half-close and discard input until the linger ends
-CLOSE = _Marker("CLOSE")  # event: close the connection (flushing output)
-ABORT = _Marker("ABORT")  # event: abort the connection (RST, output dropped)
+END = Marker("END")  # event: the request whose head came last is complete
+LINGER = Marker("LINGER")  # event: half-close and discard input until the linger ends
+CLOSE = Marker("CLOSE")  # event: close the connection (flushing output)
+ABORT = Marker("ABORT")  # event: abort the connection (RST, output dropped)
 
 
 class Send:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from tx_swoole.errors import MultipartError
+from tx_swoole.protocols._http11_parse import Marker
 
 __all__ = ["DONE", "PART_END", "MultipartParser", "Part", "boundary_of", "header_params"]
 
@@ -22,18 +23,8 @@ MAX_PART_HEAD = 16384  # bytes of one part's headers
 _PREAMBLE, _AFTER_BOUNDARY, _HEAD, _DATA, _EPILOGUE = range(5)
 
 
-class _Marker:
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-PART_END = _Marker("PART_END")
-DONE = _Marker("DONE")
+PART_END = Marker("PART_END")
+DONE = Marker("DONE")
 
 
 class Part:
@@ -130,7 +121,6 @@ class MultipartParser:
         self._delimiter = b"\r\n--" + boundary
         self._buffer = bytearray()
         self._state = _PREAMBLE
-        self._searched = 0  # bytes of the buffer known not to start a delimiter
 
     def feed(self, data: bytes) -> list[object]:
         """The events ``data`` completes."""
@@ -222,13 +212,12 @@ class MultipartParser:
         del buf[: end + 4]
         events.append(Part(headers))
         self._state = _DATA
-        self._searched = 0
         return True
 
     def _data(self, events: list[object]) -> bool:
         buf = self._buffer
         delimiter = self._delimiter
-        at = buf.find(delimiter, self._searched)
+        at = buf.find(delimiter)
         if at < 0:  # all but a possible start of the delimiter at the end (from a CR)
             hold = buf.find(b"\r", max(len(buf) - len(delimiter) + 1, 0))
             if hold < 0:
@@ -236,7 +225,6 @@ class MultipartParser:
             if hold:
                 events.append(bytes(buf[:hold]))
                 del buf[:hold]
-            self._searched = 0
             return False
         if at:
             events.append(bytes(buf[:at]))
