@@ -8,8 +8,10 @@ decides keep-alive.
 
 from __future__ import annotations
 
+import inspect
 import mimetypes
 import os
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -35,7 +37,7 @@ from tx_swoole.protocols._http11_head import (
 if TYPE_CHECKING:
     from tx_swoole.protocols._request import Request
 
-__all__ = ["IResponseChannel", "Response"]
+__all__ = ["IResponseChannel", "Response", "when_handled"]
 _OK = status_line(200)
 _NEVER_COMPRESSED = frozenset({b"204", b"206", b"304"})
 
@@ -309,3 +311,16 @@ class Response:
             raise
         self.ended = True
         return self._proto.sendFile(f, size, encoder)
+
+
+def when_handled(response: Response, result: Any, failed: Callable[[Any], Any]) -> Any:
+    """After a handler returned ``result`` (not None): end ``response`` unless the handler
+    did, once it is done if ``result`` is a coroutine or a Deferred, calling ``failed`` with
+    the Failure if it fails.  Returns that Deferred, or None when it is done already."""
+    if inspect.iscoroutine(result):
+        result = defer.Deferred.fromCoroutine(result)
+    if isinstance(result, defer.Deferred):
+        return result.addCallbacks(lambda _: response.ended or response.end(), failed)
+    if not response.ended:
+        response.end()
+    return None

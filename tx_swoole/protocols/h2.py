@@ -21,7 +21,6 @@ connection with ENHANCE_YOUR_CALM; a stream whose client window stays shut for
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from h2.config import H2Configuration
@@ -39,14 +38,13 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
-from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from tx_swoole._log import SwooleLogger
 from tx_swoole.errors import BodyTooLargeError, HTTPRequestError, RequestTimeoutError
 from tx_swoole.protocols._hpack import StatelessEncoder
 from tx_swoole.protocols._request import Request
-from tx_swoole.protocols._response import Response
+from tx_swoole.protocols._response import Response, when_handled
 from tx_swoole.protocols.body import StreamedBody
 from tx_swoole.protocols.h2_stream import H2Stream
 from tx_swoole.protocols.tcp import CONNECTION_DONE, TrackedProtocol
@@ -149,6 +147,7 @@ class H2Protocol(TrackedProtocol):
         self._lastStream = max(self._lastStream, sid)
         method, path, authority = b"GET", b"/", b""
         headers: list[tuple[bytes, bytes]] = []
+        accept: list[bytes] = []
         for name, value in event.headers:
             if name[:1] == b":":
                 if name == b":method":
@@ -159,14 +158,15 @@ class H2Protocol(TrackedProtocol):
                     authority = value
             else:
                 headers.append((name, value))
+                if name == b"accept-encoding":
+                    accept.append(value)
         if authority:
             headers.insert(0, (b"host", authority))
         request = Request(method, path, headers)
         request.version = "2"
         request.owner = self
-        for name, value in headers:
-            if name == b"accept-encoding":
-                request.accept_encoding = value
+        if accept:  # joined when repeated, as HTTP/1.1's parser does
+            request.accept_encoding = b",".join(accept)
         stream = self.streams[sid] = H2Stream(self, sid, request)
         if event.stream_ended is not None:  # no body: served when StreamEnded comes
             return
@@ -212,7 +212,7 @@ class H2Protocol(TrackedProtocol):
             stream.body.append(event.data)
             h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             return
-        if stream.unacked:  # the handler lags: this waits in the window too
+        if stream.holding:  # the handler lags: this waits in the window too
             stream.unacked += event.flow_controlled_length
         else:
             h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -220,11 +220,10 @@ class H2Protocol(TrackedProtocol):
 
     def _bodyPaused(self, stream: H2Stream, paused: bool) -> None:
         h2 = self.h2
-        if paused:
-            stream.unacked = max(stream.unacked, 1)
-        elif stream.unacked and h2 is not None:
-            n, stream.unacked = stream.unacked - 1, 0
-            if n and not stream.done:
+        stream.holding = paused
+        if not paused and stream.unacked and h2 is not None:
+            n, stream.unacked = stream.unacked, 0
+            if not stream.done:
                 try:
                     h2.acknowledge_received_data(n, stream.streamId)
                 except (StreamClosedError, ProtocolError):
@@ -265,14 +264,7 @@ class H2Protocol(TrackedProtocol):
             if not response.ended:
                 response.end()
             return None
-        if inspect.iscoroutine(result):
-            result = defer.Deferred.fromCoroutine(result)
-        if isinstance(result, defer.Deferred):
-            return result.addCallbacks(lambda _: response.ended or response.end(),
-                                       lambda f: self._failed(stream, response, f))  # fmt: skip
-        if not response.ended:
-            response.end()
-        return None
+        return when_handled(response, result, lambda f: self._failed(stream, response, f))
 
     def _failed(self, stream: H2Stream, response: Response, failure: Failure) -> None:
         log.failure("handler failed on HTTP/2 connection {connId}; answering 500", failure,

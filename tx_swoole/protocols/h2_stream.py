@@ -67,7 +67,8 @@ class H2Stream:
         self.body: list[bytes] = []
         self.bodySize = 0
         self.streamedBody: StreamedBody | None = None
-        self.unacked = 0  # body bytes not yet acknowledged (a streaming handler lags)
+        self.holding = False  # a streaming handler lags: its body is not acknowledged
+        self.unacked = 0  # body bytes held so
         self.queue: deque[bytes] = deque()
         self.queued = 0
         self.ending = False  # end the stream once the queue is sent

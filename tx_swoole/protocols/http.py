@@ -28,7 +28,6 @@ worker carries on.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import IO, Any
@@ -56,7 +55,7 @@ from tx_swoole.protocols._http11 import (
 )  # fmt: skip
 from tx_swoole.protocols._http11_head import status_line
 from tx_swoole.protocols._request import Headers, Request
-from tx_swoole.protocols._response import IResponseChannel, Response
+from tx_swoole.protocols._response import IResponseChannel, Response, when_handled
 from tx_swoole.protocols.body import StreamedBody, streaming
 from tx_swoole.protocols.h2 import PREFACE, H2Protocol
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol, pending_bytes
@@ -328,16 +327,8 @@ class HTTPProtocol(TrackedProtocol):
         return self._handlerReturned(response, result)
 
     def _handlerReturned(self, response: Response, result: Any) -> Any:
-        if inspect.iscoroutine(result):
-            result = defer.Deferred.fromCoroutine(result)
-        if isinstance(result, defer.Deferred):
-            return result.addCallbacks(
-                lambda _: response.ended or response.end(),
-                lambda f: self._handlerFailed(response, f),
-            )
-        if not response.ended:
-            response.end()
-        return None
+        # (apart from _serve: a closure there would make its locals cells on the hot path)
+        return when_handled(response, result, lambda f: self._handlerFailed(response, f))
 
     def _handlerFailed(self, response: Response, failure: Failure) -> None:
         log.failure(
