@@ -305,7 +305,12 @@ def refuse_new_connections(sock: socket.socket) -> bool:
     Attaches a drop-all socket filter: incoming SYNs are dropped, so clients retry and then
     meet a refused connect once the socket closes, instead of being queued and reset when it
     closes.  Connections already queued stay acceptable.  Returns False where unsupported.
+    A Unix socket has no handshake to drop: its file is moved aside
+    (:func:`refuse_unix_connects`), so connects are refused at once.
     """
+    if sock.family == socket.AF_UNIX:
+        name = sock.getsockname()
+        return bool(isinstance(name, str) and name and refuse_unix_connects(name))
     program = ctypes.create_string_buffer(_DROP_ALL)
     fprog = struct.pack("HL", 1, ctypes.addressof(program))
     try:
@@ -326,16 +331,25 @@ def accept_queued(port: Any, rounds: int = 1000) -> None:
             return
 
 
+def refuse_unix_connects(path: str) -> str:
+    """Make connects to the Unix socket at ``path`` fail at once (ECONNREFUSED) while the
+    socket still accepts what is queued on it: it moves aside to ``PATH.closing`` and a plain
+    file takes its place.  Returns where it went ("" if it could not be moved); removing both
+    files is the caller's."""
+    aside = path + ".closing"
+    try:
+        os.rename(path, aside)
+        open(path, "w").close()
+    except OSError:
+        return ""
+    return aside
+
+
 def stop_unix_port(port: Any, path: str) -> Any:
     """Stop listening Unix ``port`` at ``path`` without resetting a connection: new ones are
     refused at once (a plain file takes the socket's place), those already queued are
     accepted, then the port closes.  Returns ``stopListening``'s Deferred."""
-    aside = path + ".closing"
-    try:
-        os.rename(path, aside)  # connects by the path now fail...
-        open(path, "w").close()  # ...with ECONNREFUSED; Twisted removes this file on close
-    except OSError:
-        aside = ""
+    aside = refuse_unix_connects(path)  # (Twisted removes the plain file at close)
     accept_queued(port)
     d = port.stopListening()
 

@@ -516,12 +516,7 @@ class MasterService(Service):
         if self.watcher is not None:
             self.watcher.stop()
         for sock in self.sockets:
-            refuse_new_connections(sock)
-        unix_path = self.config.unix_path
-        if unix_path:  # connects by the path are refused from now on; queued ones are served
-            with contextlib.suppress(OSError):
-                os.rename(unix_path, unix_path + ".closing")
-                open(unix_path, "w").close()  # noqa: SIM115 - a plain file: ECONNREFUSED
+            refuse_new_connections(sock)  # (a Unix socket's file moves aside)
         everyone = list(self.workers.values()) + list(self.retiring)
         workers = [w for w in everyone if w.kind == "worker"]
         task_workers = list(self.taskWorkers.values()) + [w for w in everyone if w.kind == "task"]
@@ -535,6 +530,7 @@ class MasterService(Service):
             await defer.gatherResults([w.exited for w in group if not w.exited.called])
         for sock in self.sockets:
             sock.close()
+        unix_path = self.config.unix_path
         for leftover in (unix_path, unix_path + ".closing") if unix_path else ():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)  # the socket file goes with the server
