@@ -58,6 +58,17 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> None:
     raise AssertionError("condition not reached")
 
 
+def reloads_under_load(server: Any, load: Any, generations: tuple[int, ...], more: int = 100,
+                       progress_timeout: float = 30.0) -> None:  # fmt: skip
+    """A SIGUSR1 reload to each of ``generations``, each once the one before has finished
+    and the load has had ``more`` answers since it began."""
+    for generation in generations:
+        before = load.ok
+        server.signal(signal.SIGUSR1)
+        server.wait_for(rb"reload to generation %d finished" % generation, timeout=30)
+        wait_until(lambda: load.ok > before + more, timeout=progress_timeout)  # noqa: B023
+
+
 def ready_status(pidfile: Path, workers: int, timeout: float = 15.0) -> dict[str, Any]:
     """The status once the master reports ``workers`` workers of its current generation."""
     found: dict[str, Any] = {}
@@ -84,11 +95,7 @@ def test_reload_three_times_under_load_drops_nothing(tmp_path: Path, keep_alive:
         first = {w["pid"] for w in ready_status(pidfile, 2)["workers"]}
         with HTTPLoad(port, connections=12, keep_alive=keep_alive) as load:
             wait_until(lambda: load.ok > 100, timeout=20)
-            for generation in (2, 3, 4):  # each reload once the one before has finished
-                before = load.ok
-                server.signal(signal.SIGUSR1)
-                server.wait_for(rb"reload to generation %d finished" % generation, timeout=30)
-                wait_until(lambda: load.ok > before + 100, timeout=20)  # noqa: B023
+            reloads_under_load(server, load, (2, 3, 4), progress_timeout=20)
         assert load.failures == [] and load.refused == 0 and load.ok > 500
         server.wait_for(rb"reload to generation 4 finished")
         wait_until(  # the old generation drains, then leaves the status

@@ -25,7 +25,7 @@ from tx_swoole.config import parse_config
 from tx_swoole.errors import ConfigError
 
 from .support import ROOT, HTTPLoad, Twistd, make_certificates, write_config
-from .test_multiprocess import ready_status, wait_until
+from .test_multiprocess import ready_status, reloads_under_load, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -272,11 +272,7 @@ def test_reload_under_https_load_drops_nothing(certs: dict[str, Path], tmp_path:
         ready_status(pidfile, 2)
         with HTTPLoad(port, connections=8, tls=client_context(certs)) as load:
             wait_until(lambda: load.ok > 100, timeout=30)
-            for generation in (2, 3):
-                before = load.ok
-                server.signal(signal.SIGUSR1)
-                server.wait_for(rb"reload to generation %d finished" % generation, timeout=30)
-                wait_until(lambda: load.ok > before + 100, timeout=30)  # noqa: B023
+            reloads_under_load(server, load, (2, 3))
         assert load.failures == [] and load.refused == 0 and load.ok > 300
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .support import ROOT, HTTPLoad, Twistd, write_config
-from .test_multiprocess import ready_status, status, wait_until
+from .test_multiprocess import ready_status, reloads_under_load, status, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +39,7 @@ def test_master_on_a_unix_socket_reloads_under_load(tmp_path: Path) -> None:
         assert curl(sock_path, "http://x/big?n=5") == b"xxxxx"
         with HTTPLoad(0, connections=8, keep_alive=False, unix=str(sock_path)) as load:
             wait_until(lambda: load.ok > 200, timeout=30)
-            for generation in (2, 3):
-                before = load.ok
-                server.signal(signal.SIGUSR1)
-                server.wait_for(rb"reload to generation %d finished" % generation, timeout=30)
-                wait_until(lambda: load.ok > before + 200, timeout=30)  # noqa: B023
+            reloads_under_load(server, load, (2, 3), more=200)
 
             def shares() -> list[int]:
                 return [w["requests"] for w in status(pidfile)["workers"]
