@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,13 +48,12 @@ CONCURRENT = int(os.environ.get("CONCURRENT", "0"))
 
 
 def upload(port: int, pid: int) -> tuple[float, int]:
-    if CONCURRENT:
-        return concurrent_uploads(port, pid, CONCURRENT)
-    return one_upload(port, pid)
+    return concurrent_uploads(port, pid, CONCURRENT or 1)
 
 
 def concurrent_uploads(port: int, pid: int, n: int) -> tuple[float, int]:
-    """``n`` uploads at once, interleaved piece by piece over ``n`` sockets."""
+    """``n`` uploads at once, interleaved piece by piece over ``n`` sockets: MB/s and the
+    server's RSS growth (sampled after each round of pieces)."""
     head = (
         b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; '
         b'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
@@ -89,49 +87,6 @@ def concurrent_uploads(port: int, pid: int, n: int) -> tuple[float, int]:
         assert answer.split(b"\r\n\r\n", 1)[1].strip() == str(SIZE).encode(), answer[-200:]
         sock.close()
     return n * SIZE / (time.monotonic() - started) / 1e6, peak - before
-
-
-def one_upload(port: int, pid: int) -> tuple[float, int]:
-    head = (
-        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; '
-        b'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
-    )
-    tail = b"\r\n--" + BOUNDARY + b"--\r\n"
-    length = len(head) + SIZE + len(tail)
-    before = rss(pid)
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss(pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(
-            b"POST /upload HTTP/1.1\r\nHost: bench\r\nContent-Type: multipart/form-data; "
-            b"boundary=" + BOUNDARY + b"\r\nContent-Length: %d\r\n\r\n" % length + head
-        )
-        left = SIZE
-        while left:
-            piece = PIECE if left >= len(PIECE) else PIECE[:left]
-            sock.sendall(piece)
-            left -= len(piece)
-        sock.sendall(tail)
-        answer = b""
-        while not answer.endswith(b"\n") or b"\r\n\r\n" not in answer:
-            more = sock.recv(65536)
-            if not more:
-                break
-            answer += more
-    elapsed = time.monotonic() - started
-    done.set()
-    sampler.join()
-    assert answer.split(b"\r\n\r\n", 1)[1].strip() == str(SIZE).encode(), answer[-200:]
-    return SIZE / elapsed / 1e6, peak[0] - before
 
 
 def main() -> None:
