@@ -10,21 +10,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PEERS=$HERE/../../shared/peers
 PY=/tmp/peers-venv/bin/python
 N=${N:-50000}; ROUNDS=${ROUNDS:-3}
+. "$HERE/lib.sh"
 DIR=$(mktemp -d)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -keyout "$DIR/key.pem" -out "$DIR/cert.pem" -subj /CN=localhost 2>/dev/null
-cat > "$DIR/h2.toml" <<TOML
-[server]
-type = "http"
-port = 8445
-app = "http_hello:handler"
-[settings]
-worker_num = 0
-log_level = "warning"
-open_http2_protocol = true
-ssl_cert_file = "$DIR/cert.pem"
-ssl_key_file = "$DIR/key.pem"
-TOML
+self_signed "$DIR"
+hello_config "$DIR/h2.toml" 8445 'open_http2_protocol = true' \
+  "ssl_cert_file = \"$DIR/cert.pem\"" "ssl_key_file = \"$DIR/key.pem\""
 # hypercorn closes a connection after keep_alive_max_requests (1000): lifted, as h2load
 # does not reconnect
 printf 'keep_alive_max_requests = 100000000\n' > "$DIR/hypercorn.toml"
@@ -33,7 +23,6 @@ CMD[ours]="twistd -n --pidfile= swoole -c $DIR/h2.toml"; PORT[ours]=8445
 CMD[hypercorn]="$PY -m hypercorn uvicorn_hello:app --bind 127.0.0.1:8446 --worker-class uvloop \
   --config $DIR/hypercorn.toml --certfile $DIR/cert.pem --keyfile $DIR/key.pem --log-level warning"; PORT[hypercorn]=8446
 names="ours hypercorn"
-. "$HERE/lib.sh"
 start ours "$HERE/../examples" "${CMD[ours]}"
 start hypercorn "$PEERS" "${CMD[hypercorn]}"
 for n in $names; do wait_port "${PORT[$n]}"; done

@@ -7,26 +7,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PEERS=$HERE/../../shared/peers
 PY=/tmp/peers-venv/bin/python
 C=${C:-50}; DUR=${DUR:-5s}; ROUNDS=${ROUNDS:-3}
+. "$HERE/lib.sh"
 DIR=$(mktemp -d)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -keyout "$DIR/key.pem" -out "$DIR/cert.pem" -subj /CN=localhost 2>/dev/null
-cat > "$DIR/https.toml" <<TOML
-[server]
-type = "http"
-port = 8443
-app = "http_hello:handler"
-[settings]
-worker_num = 0
-log_level = "warning"
-ssl_cert_file = "$DIR/cert.pem"
-ssl_key_file = "$DIR/key.pem"
-TOML
+self_signed "$DIR"
+hello_config "$DIR/https.toml" 8443 "ssl_cert_file = \"$DIR/cert.pem\"" \
+  "ssl_key_file = \"$DIR/key.pem\""
 declare -A CMD PORT
 CMD[ours]="twistd -n --pidfile= swoole -c $DIR/https.toml"; PORT[ours]=8443
 CMD[uvicorn]="$PY -m uvicorn uvicorn_hello:app --port 8444 --log-level warning --no-access-log \
   --ssl-certfile $DIR/cert.pem --ssl-keyfile $DIR/key.pem"; PORT[uvicorn]=8444
 names="ours uvicorn"
-. "$HERE/lib.sh"
 start ours "$HERE/../examples" "${CMD[ours]}"
 start uvicorn "$PEERS" "${CMD[uvicorn]}"
 for n in $names; do wait_port "${PORT[$n]}"; done

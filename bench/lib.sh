@@ -25,3 +25,20 @@ median() { echo "$@" | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END{print a[int((
 
 # ratio LABEL A B: prints "LABEL = A/B"
 ratio() { awk -v a="$2" -v b="$3" -v l="$1" 'BEGIN{printf "%s = %.2f\n", l, a/b}'; }
+
+# hello_config FILE PORT [SETTING_LINE ...]: a one-process config serving the hello example on
+# PORT (quiet logs), with the extra [settings] lines given
+hello_config() {
+  local file=$1 port=$2; shift 2
+  {
+    printf '[server]\ntype = "http"\nport = %s\napp = "http_hello:handler"\n' "$port"
+    printf '[settings]\nworker_num = 0\nlog_level = "warning"\n'
+    for line in "$@"; do printf '%s\n' "$line"; done
+  } > "$file"
+}
+
+# self_signed DIR: DIR/cert.pem and DIR/key.pem, ECDSA P-256 for localhost, two days
+self_signed() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$1/key.pem" -out "$1/cert.pem" -subj /CN=localhost 2>/dev/null
+}

@@ -10,25 +10,15 @@ N=${N:-50000}; C=${C:-100}; ROUNDS=${ROUNDS:-3}; SIZE=${SIZE:-1024}
 ROOT=/tmp/peers-webroot
 mkdir -p "$ROOT"
 head -c "$SIZE" /dev/urandom > "$ROOT/file.bin"
+. "$HERE/lib.sh"
 CFG=$(mktemp -d)/static.toml
-cat > "$CFG" <<TOML
-[server]
-type = "http"
-port = 8087
-app = "http_hello:handler"
-[settings]
-worker_num = 0
-log_level = "warning"
-enable_static_handler = true
-document_root = "$ROOT"
-TOML
+hello_config "$CFG" 8087 'enable_static_handler = true' "document_root = \"$ROOT\""
 declare -A CMD PORT
 CMD[ours]="twistd -n --pidfile= swoole -c $CFG"; PORT[ours]=8087
 CMD[nginx]="nginx -c $PEERS/nginx.conf"; PORT[nginx]=8086
 CMD[twistedweb]="twistd -n --pidfile= web --path $ROOT --listen tcp:8088:interface=127.0.0.1"
 PORT[twistedweb]=8088
 names="ours nginx twistedweb"
-. "$HERE/lib.sh"
 for n in $names; do start "$n" "$HERE/../examples" "${CMD[$n]}"; done
 for n in $names; do wait_port "${PORT[$n]}"; done
 declare -A RUNS

@@ -10,23 +10,13 @@ ROOT=/tmp/peers-webroot
 mkdir -p "$ROOT"
 [ "$(stat -c %s "$ROOT/big.bin" 2>/dev/null)" = $((SIZE_MB << 20)) ] ||
   head -c $((SIZE_MB << 20)) /dev/urandom > "$ROOT/big.bin"
+. "$HERE/lib.sh"
 CFG=$(mktemp -d)/static.toml
-cat > "$CFG" <<TOML
-[server]
-type = "http"
-port = 8089
-app = "http_hello:handler"
-[settings]
-worker_num = 0
-log_level = "warning"
-enable_static_handler = true
-document_root = "$ROOT"
-TOML
+hello_config "$CFG" 8089 'enable_static_handler = true' "document_root = \"$ROOT\""
 declare -A CMD PORT
 CMD[ours]="twistd -n --pidfile= swoole -c $CFG"; PORT[ours]=8089
 CMD[nginx]="nginx -c $HERE/nginx_sendfile.conf"; PORT[nginx]=8090  # the peers' one with sendfile on
 names="ours nginx"
-. "$HERE/lib.sh"
 for n in $names; do start "$n" "$HERE/../examples" "${CMD[$n]}"; done
 for n in $names; do wait_port "${PORT[$n]}"; done
 cat "$ROOT/big.bin" > /dev/null  # in the page cache for both
