@@ -76,3 +76,11 @@ async def streamed(request: Request, response: Response) -> Any:
         if request.path == "/slow":
             await task.deferLater(reactor, 0.01, lambda: None)
     return response.end(str(size))
+
+
+@streaming(when=lambda request: request.path == "/stream")
+async def streamed_some(request: Request, response: Response) -> Any:
+    """``/stream`` takes the body as it comes; other paths get it whole, as usual."""
+    if request.path == "/stream":
+        return response.end(b"streamed %d" % len(await request.stream().read()))
+    return response.end(b"whole %d" % len(request.body))

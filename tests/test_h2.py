@@ -131,6 +131,19 @@ def test_streaming_handler_over_h2_holds_the_window(streaming_server: int) -> No
     c.close()
 
 
+def test_streaming_when_over_h2(tmp_path: Path) -> None:
+    """A handler that streams some requests' bodies gets the others whole over HTTP/2 too."""
+    app = {"type": "http", "port": 0, "app": "tests.http_apps:streamed_some"}
+    cfg = write_config(tmp_path, app, SETTINGS)
+    with Twistd(cfg, cwd=ROOT) as server:
+        base = f"http://127.0.0.1:{server.port()}"
+        for path, answer in (("/stream", b"streamed 5000"), ("/other", b"whole 5000")):
+            out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--data-binary", "@-",
+                                  base + path], input=b"b" * 5000, capture_output=True,
+                                 timeout=60)  # fmt: skip
+            assert out.stdout == answer, out
+
+
 def test_h2load_all_answered(servers: Any) -> None:
     tls, plain, _ = servers
     for url in (f"https://127.0.0.1:{tls}/", f"http://127.0.0.1:{plain}/"):

@@ -141,7 +141,8 @@ class ParsedRequest:
     trailers: list[tuple[bytes, bytes]] | tuple[()] = ()  # a list once a trailer arrived
     upgrade = False
     accept_encoding = b""  # the Accept-Encoding field's value (b"": none)
-    streamed = False  # its body comes in pieces (bytes events), not on .body
+    streamed: Any = False  # its body comes in pieces (bytes events), not on .body: the
+    # stream_if answer that said so
     owner: Any = None
     cache: Any = None
 
@@ -179,8 +180,9 @@ class RequestParser:
         self._head_size = self._head_pending = 0
         self._counting = self._special = self._rare = self._chunked = False
         self._accept = b""  # the head's Accept-Encoding (joined when repeated)
-        #: Asked of each request with a body when its head completes: True hands its body
-        #: out in pieces (``bytes`` events) instead of collecting it (``request.streamed``).
+        #: Asked of each request with a body when its head completes: a true answer hands
+        #: its body out in pieces (``bytes`` events) instead of collecting it, and is kept
+        #: as ``request.streamed``.
         self.stream_if: Any = None
         self._streamed = False
         self._body: list[bytes] = _NOTHING  # a list of its own once a body arrives
@@ -405,9 +407,12 @@ class RequestParser:
             request.keep_alive = False
         elif (
             (declared or self._chunked) and self.stream_if is not None and self._buffer_body
-            and self.error is None and self.stream_if(request)
+            and self.error is None
         ):  # fmt: skip
-            self._streamed = request.streamed = True
+            how = self.stream_if(request)
+            if how:
+                self._streamed = True
+                request.streamed = how
         return expect and declared != 0
 
     def on_body(self, body: bytes) -> None:

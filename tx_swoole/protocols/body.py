@@ -29,8 +29,8 @@ from tx_swoole.errors import HTTPRequestError, UploadLimitError
 from tx_swoole.protocols._multipart import DONE, PART_END, MultipartParser, Part, boundary_of
 
 __all__ = [
-    "STREAM_HIGH", "BodyStream", "StreamedBody", "UploadSink", "UploadedFile", "stream_of",
-    "streaming",
+    "STREAM_HIGH", "TO_DISK", "TO_HANDLER", "BodyStream", "StreamedBody", "UploadSink",
+    "UploadedFile", "body_destination", "stream_of", "streaming",
 ]  # fmt: skip
 
 STREAM_HIGH = 256 * 1024  # bytes waiting for the handler before reading pauses
@@ -262,9 +262,25 @@ def stream_of(body: bytes) -> BodyStream:
     return stream
 
 
+TO_HANDLER, TO_DISK = "handler", "upload"  # where a streamed body goes
+
+
+def body_destination(streams_body: Any, request: Any) -> str:
+    """Where a request's body goes as it arrives: :data:`TO_HANDLER` when the handler's
+    ``streams_body(request)`` (see :func:`streaming`) says so, :data:`TO_DISK` for a
+    ``multipart/form-data`` upload, "" when it is collected whole as usual."""
+    if streams_body is not None and streams_body(request):
+        return TO_HANDLER
+    for name, value in request.raw_headers:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return TO_DISK if value[:19].lower() == b"multipart/form-data" else ""
+    return ""
+
+
 class StreamedBody:
-    """One streamed request's body on its way, between the connection and where it goes:
-    the handler's :class:`BodyStream` (``handler_streams``: the handler is called at once), or
+    """One streamed request's body on its way, between the connection and where it goes
+    (``request.streamed``, from :func:`body_destination`): the handler's :class:`BodyStream`
+    (the handler is called at once), or
     an :class:`UploadSink` (the handler is called once the upload is on disk, and its
     temporary files are removed when it is done).
 
@@ -277,8 +293,8 @@ class StreamedBody:
 
     def __init__(
         self, request: Any, response: Any, serve: Callable[..., Any],
-        pause: Callable[[bool], None], refuse: Callable[[HTTPRequestError], None], *,
-        handler_streams: bool, uploads: tuple[str, int, int],
+        pause: Callable[[bool], None], refuse: Callable[[HTTPRequestError], None],
+        settings: Any,
     ) -> None:  # fmt: skip
         self.request = request
         self.response = response
@@ -289,7 +305,7 @@ class StreamedBody:
         self.stream: BodyStream | None = None
         self._done = False  # the handler finished: what still comes is dropped
         self._failed = False
-        if handler_streams:
+        if request.streamed == TO_HANDLER:
             self.stream = BodyStream(lambda: pause(False))
             request.body_stream = self.stream
             self._whenDone(serve(request, response))
@@ -297,7 +313,12 @@ class StreamedBody:
         try:
             boundary = boundary_of(request.headers.get("content-type", ""))
             assert boundary is not None  # the connection streams multipart/form-data only
-            self.sink = UploadSink(boundary, *uploads)
+            self.sink = UploadSink(
+                boundary,
+                settings.upload_tmp_dir,
+                settings.upload_max_filesize,
+                settings.upload_max_files,
+            )
         except HTTPRequestError as e:
             self._fail(e)
 

@@ -45,7 +45,7 @@ from tx_swoole.errors import BodyTooLargeError, HTTPRequestError, RequestTimeout
 from tx_swoole.protocols._hpack import StatelessEncoder
 from tx_swoole.protocols._request import Request
 from tx_swoole.protocols._response import Response, when_handled
-from tx_swoole.protocols.body import StreamedBody
+from tx_swoole.protocols.body import StreamedBody, body_destination
 from tx_swoole.protocols.h2_stream import H2Stream
 from tx_swoole.protocols.tcp import CONNECTION_DONE, TrackedProtocol
 
@@ -170,15 +170,12 @@ class H2Protocol(TrackedProtocol):
         stream = self.streams[sid] = H2Stream(self, sid, request)
         if event.stream_ended is not None:  # no body: served when StreamEnded comes
             return
-        if self.server.streamsBody is not None or _is_multipart(headers):
-            streams = self.server.streamsBody
-            s = self.server.settings
-            request.streamed = True
+        request.streamed = body_destination(self.server.streamsBody, request)
+        if request.streamed:
             stream.streamedBody = StreamedBody(
                 request, Response(stream, request), self._serveOn(stream),
                 lambda paused: self._bodyPaused(stream, paused), lambda e: self._refuse(stream, e),
-                handler_streams=streams is not None and bool(streams(request)),
-                uploads=(s.upload_tmp_dir, s.upload_max_filesize, s.upload_max_files),
+                self.server.settings,
             )  # fmt: skip
 
     def _serveOn(self, stream: H2Stream) -> Any:
@@ -487,10 +484,3 @@ class H2Protocol(TrackedProtocol):
                     f"no request body byte for http_body_timeout={s.http_body_timeout}s"
                 ))  # fmt: skip
         return False
-
-
-def _is_multipart(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-type":
-            return value[:19].lower() == b"multipart/form-data"
-    return False

@@ -56,7 +56,7 @@ from tx_swoole.protocols._http11 import (
 from tx_swoole.protocols._http11_head import status_line
 from tx_swoole.protocols._request import Headers, Request
 from tx_swoole.protocols._response import IResponseChannel, Response, when_handled
-from tx_swoole.protocols.body import StreamedBody, streaming
+from tx_swoole.protocols.body import StreamedBody, body_destination, streaming
 from tx_swoole.protocols.h2 import PREFACE, H2Protocol
 from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol, pending_bytes
 from tx_swoole.settings import Settings
@@ -185,25 +185,13 @@ class HTTPProtocol(TrackedProtocol):
         transport = self.transport
         if getattr(transport, "bufferSize", 0) == 65536:  # a TCP socket's: read more at once
             transport.bufferSize = BODY_READ_SIZE  # type: ignore[attr-defined]
-        server = self.server
-        s = server.settings
-        streams = server.streamsBody
-        return StreamedBody(
-            request, Response(self, request), self._serve, self._pauseInput, self._refuse,
-            handler_streams=streams is not None and bool(streams(request)),
-            uploads=(s.upload_tmp_dir, s.upload_max_filesize, s.upload_max_files),
-        )  # fmt: skip
+        return StreamedBody(request, Response(self, request), self._serve, self._pauseInput,
+                            self._refuse, self.server.settings)  # fmt: skip
 
-    def _streamIf(self, request: Request) -> bool:
+    def _streamIf(self, request: Request) -> str:
         """Asked by the core of a request with a body: stream it (to the handler that
         wants it, or a multipart upload to disk) rather than collect it."""
-        streams = self.server.streamsBody
-        if streams is not None and streams(request):
-            return True
-        for name, value in request.raw_headers:
-            if len(name) == 12 and name.lower() == b"content-type":
-                return value[:19].lower() == b"multipart/form-data"
-        return False
+        return body_destination(self.server.streamsBody, request)
 
     def _pauseInput(self, paused: bool) -> None:
         conn = self.conn
