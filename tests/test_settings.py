@@ -72,7 +72,10 @@ GOOD = {"server": {"type": "tcp", "port": 0, "app": "mod:Proto"}}
     [
         ({**GOOD, "setings": {}}, "unknown section 'setings'; did you mean settings?"),
         ({"settings": {}}, "the [server] table is missing"),
-        ({"server": {"type": "udp", "app": "a:b"}}, "type = 'udp': allowed values are http, tcp"),
+        (
+            {"server": {"type": "sctp", "app": "a:b"}},
+            "type = 'sctp': allowed values are http, tcp, websocket, udp",
+        ),
         ({"server": {"app": "a:b", "port": 70000}}, "port = 70000: allowed range is 0 to 65535"),
         ({"server": {"app": "nocolon"}}, "app = 'nocolon': expected a 'module:attribute'"),
         ({"server": {"type": "tcp"}}, "[server] app is missing"),
@@ -87,7 +90,34 @@ GOOD = {"server": {"type": "tcp", "port": 0, "app": "mod:Proto"}}
             {"server": {"type": "websocket", "app": "a:B"}, "events": {"message": "a:m"}},
             "[server] app (a WebSocketProtocol subclass) or [events] message",
         ),
-        ({**GOOD, "events": {"message": "a:m"}}, "[events] message is for type = 'websocket'"),
+        ({**GOOD, "events": {"message": "a:m"}}, "[events] message is for a websocket listener"),
+        ({**GOOD, "listen": {"port": 1}}, "listen must be an array of tables: write each one"),
+        ({**GOOD, "listen": [{"app": "a:b"}]}, "[[listen]] #1 needs port (or path"),
+        (
+            {**GOOD, "listen": [{"app": "a:b", "port": 1, "prot": 2}]},
+            "unknown key [[listen]] #1 'prot'; did you mean port?",
+        ),
+        ({**GOOD, "listen": [{"type": "tcp", "port": 1}]}, "[[listen]] #1 app is missing"),
+        (
+            {**GOOD, "listen": [{"app": "a:b", "port": 1, "settings": {"worker_num": 2}}]},
+            "setting worker_num in [[listen]] #1: it is one for the whole server",
+        ),
+        (
+            {**GOOD, "listen": [{"app": "a:b", "port": 1, "settings": {"backlog": 0}}]},
+            "[[listen]] #1 settings: setting backlog = 0: allowed range is 1 to 65535",
+        ),
+        (
+            {"server": {"app": "a:b", "port": 7000}, "listen": [{"app": "a:c", "port": 7000}]},
+            "[[listen]] #1 listens on 127.0.0.1:7000, as [server] does",
+        ),
+        (
+            {**GOOD, "listen": [{"type": "udp", "app": "a:c", "path": "x.sock"}]},
+            "[[listen]] #1 type = 'udp' with a Unix socket path",
+        ),
+        (
+            {**GOOD, "listen": [{"type": "websocket", "port": 1}]},
+            "[[listen]] #1 app is missing: name a WebSocketProtocol subclass",
+        ),
         ({"server": {"app": "a:h", "http_app": "a:h"}}, "http_app is for type = 'websocket'"),
     ],
 )

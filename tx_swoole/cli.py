@@ -67,12 +67,13 @@ def cmd_status(pidfile: str, as_json: bool) -> int:
     if m.get("in_process"):
         print(f"pid {m['pid']}  serving in process (worker_num = 0)  up {m['uptime']:.0f}s")
     else:
-        workers = [w for w in status["workers"] if w.get("kind", "worker") == "worker"]
-        tasks = len(status["workers"]) - len(workers)
+        kinds = [w.get("kind", "worker") for w in status["workers"]]
         print(f"master pid {m['pid']}  generation {m['generation']}  up {m['uptime']:.0f}s  "
-              f"workers {len(workers)}/{m['worker_num']}"
-              + (f"  task workers {tasks}/{m['task_worker_num']}"
+              f"workers {kinds.count('worker')}/{m['worker_num']}"
+              + (f"  task workers {kinds.count('task')}/{m['task_worker_num']}"
                  if m.get("task_worker_num") else "")
+              + (f"  processes {kinds.count('process')}/{m['process_num']}"
+                 if m.get("process_num") else "")
               + ("  (reloading)" if m.get("reloading") else ""))  # fmt: skip
     totals = status.get("stats")
     if totals:
@@ -81,8 +82,10 @@ def cmd_status(pidfile: str, as_json: bool) -> int:
           f"{'requests':>9}")  # fmt: skip
     for w in status["workers"]:
         kind = w.get("kind", "worker")
+        kind = "proc" if kind == "process" else kind
         print(f"{kind:>6} {w['id']:>3} {w['pid']:>8} {w['generation']:>4} {w['state']:>9} "
-              f"{w['age']:>7.0f}s {w['connections']:>6} {w['requests']:>9}")  # fmt: skip
+              f"{w['age']:>7.0f}s {w['connections']:>6} {w['requests']:>9}"
+              + (f"  {w['name']}" if w.get("name") else ""))  # fmt: skip
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The TOML config file: ``[server]``, ``[settings]`` and ``[events]``.
+"""The TOML config file: ``[server]``, ``[settings]``, ``[events]`` and ``[[listen]]``.
 
 :func:`load_config` reads and validates a file into a :class:`ServerConfig`; it imports
 nothing from the app.  :func:`resolve` imports a ``module:attribute`` reference with the config
@@ -14,14 +14,14 @@ import os
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tx_swoole.errors import AppImportError, ConfigError
-from tx_swoole.settings import Settings, closest, make_settings
+from tx_swoole.settings import SERVER_WIDE, Settings, base_values, closest, make_settings
 from tx_swoole.tls import server_context
 
-SERVER_TYPES = ("http", "tcp", "websocket")
+SERVER_TYPES = ("http", "tcp", "websocket", "udp")
 EVENTS = (
     "worker_start", "worker_stop", "worker_exit", "handshake", "open", "message", "close",
     "task", "finish", "pipe_message",
@@ -29,13 +29,51 @@ EVENTS = (
 # Swoole's onHandshake/onOpen/onMessage/onClose: functions instead of a protocol class.
 WEBSOCKET_EVENTS = ("handshake", "open", "message", "close")
 _SERVER_KEYS = ("type", "host", "port", "path", "mode", "app", "http_app")
+_LISTEN_KEYS = (*_SERVER_KEYS, "settings")
 UNIX = "unix:"  # host = "unix:PATH": a Unix domain socket
-_SECTIONS = ("server", "settings", "events")
+_SECTIONS = ("server", "settings", "events", "listen", "process")
+_PROCESS_KEYS = ("app", "name", "reload")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One address the workers serve: ``[server]`` or a ``[[listen]]`` table."""
+
+    type: str
+    host: str
+    port: int
+    app: str
+    settings: Settings
+    http_app: str = ""
+    mode: int = 0o660
+    label: str = "[server]"  # how errors name it: [server], [[listen]] #1, ...
+
+    @property
+    def unix_path(self) -> str:
+        """The Unix socket's path (``host = "unix:PATH"`` or ``path``), or ""."""
+        return self.host[len(UNIX) :] if self.host.startswith(UNIX) else ""
+
+    @property
+    def address(self) -> str:
+        """``host:port``, ``unix:PATH``, with ``udp://`` before a UDP one."""
+        where = self.host if self.unix_path else f"{self.host}:{self.port}"
+        return f"udp://{where}" if self.type == "udp" else where
+
+
+@dataclass(frozen=True)
+class UserProcess:
+    """A ``[[process]]`` table: a process the master runs beside the workers (Swoole's
+    ``addProcess``)."""
+
+    app: str  # module:callable, called with the process's service
+    name: str  # for the log, the status and the process title
+    reload: bool = False  # replaced on a reload, as the workers are (Swoole's: not)
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """A validated config file."""
+    """A validated config file: ``[server]`` is the first listener, ``[[listen]]`` tables
+    the others (``listeners`` has them all)."""
 
     type: str
     host: str
@@ -47,16 +85,24 @@ class ServerConfig:
     base_dir: str = "."
     path: str = ""
     mode: int = 0o660  # a Unix socket's file mode
+    extra: tuple[Listener, ...] = ()  # the [[listen]] tables
+    listen_tables: tuple[Mapping[str, Any], ...] = ()  # as written, for the workers
+    processes: tuple[UserProcess, ...] = ()  # the [[process]] tables
 
     @property
     def unix_path(self) -> str:
         """The Unix socket's path (``host = "unix:PATH"`` or ``path``), or ""."""
         return self.host[len(UNIX) :] if self.host.startswith(UNIX) else ""
 
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        """Every listener, ``[server]`` first."""
+        main = Listener(self.type, self.host, self.port, self.app, self.settings,
+                        self.http_app, self.mode)  # fmt: skip
+        return (main, *self.extra)
+
     def to_dict(self) -> dict[str, Any]:
         """The raw tables, to hand to a worker process."""
-        from dataclasses import asdict
-
         return {
             "server": {
                 "type": self.type,
@@ -68,6 +114,8 @@ class ServerConfig:
             },  # fmt: skip
             "settings": {k: v for k, v in asdict(self.settings).items() if v is not None},
             "events": dict(self.events),
+            "listen": [dict(t) for t in self.listen_tables],
+            "process": [asdict(p) for p in self.processes],
             "base_dir": self.base_dir,
             "path": self.path,
         }
@@ -83,26 +131,37 @@ def _check_ref(key: str, value: Any) -> str:
     return value
 
 
-def _server(table: Mapping[str, Any], base_dir: str = ".") -> dict[str, Any]:
+def _server(
+    table: Mapping[str, Any], base_dir: str = ".", label: str = "[server]"
+) -> dict[str, Any]:
+    keys = _SERVER_KEYS if label == "[server]" else _LISTEN_KEYS
     for key in table:
-        if key not in _SERVER_KEYS:
-            raise _unknown("key [server]", key, _SERVER_KEYS)
+        if key not in keys:
+            raise _unknown(f"key {label}", key, keys)
     kind = table.get("type", "http")
     if kind not in SERVER_TYPES:
-        raise ConfigError(f"[server] type = {kind!r}: allowed values are {', '.join(SERVER_TYPES)}")
+        raise ConfigError(f"{label} type = {kind!r}: allowed values are {', '.join(SERVER_TYPES)}")
     host = table.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
-        raise ConfigError(f"[server] host = {host!r}: expected a host name or address")
+        raise ConfigError(f"{label} host = {host!r}: expected a host name or address")
+    if label != "[server]" and "port" not in table and "path" not in table and (
+        not host.startswith(UNIX)
+    ):  # fmt: skip
+        raise ConfigError(f"{label} needs port (or path, or host = \"unix:PATH\"): where it "
+                          "listens")  # fmt: skip
     port = table.get("port", 9501)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"[server] port = {port!r}: allowed range is 0 to 65535")
+        raise ConfigError(f"{label} port = {port!r}: allowed range is 0 to 65535")
     path = table.get("path", host[len(UNIX) :] if host.startswith(UNIX) else "")
     if not isinstance(path, str):
-        raise ConfigError(f"[server] path = {path!r}: expected the Unix socket's file path")
+        raise ConfigError(f"{label} path = {path!r}: expected the Unix socket's file path")
     if path:  # a Unix socket: made absolute against the config file's directory
         if "host" in table and not host.startswith(UNIX):
-            raise ConfigError(f"[server] path = {path!r} and host = {host!r}: a Unix socket "
+            raise ConfigError(f"{label} path = {path!r} and host = {host!r}: a Unix socket "
                               "has no host; give one of them")  # fmt: skip
+        if kind == "udp":
+            raise ConfigError(f"{label} type = 'udp' with a Unix socket path: UDP listens on "
+                              "a host and port")  # fmt: skip
         host, port = UNIX + os.path.join(os.path.abspath(base_dir), path), 0
     mode = table.get("mode", "660")
     try:
@@ -110,22 +169,22 @@ def _server(table: Mapping[str, Any], base_dir: str = ".") -> dict[str, Any]:
     except ValueError:
         mode_bits = -1
     if not 0 <= mode_bits <= 0o777:
-        raise ConfigError(f"[server] mode = {mode!r}: expected an octal file mode as a string, "
+        raise ConfigError(f"{label} mode = {mode!r}: expected an octal file mode as a string, "
                           'such as "660"')  # fmt: skip
     if "app" not in table and kind != "websocket":
-        raise ConfigError("[server] app is missing: expected a 'module:attribute' string")
+        raise ConfigError(f"{label} app is missing: expected a 'module:attribute' string")
     server = {
         "type": kind,
         "host": host,
         "port": port,
         "mode": mode_bits,
-        "app": _check_ref("[server] app", table["app"]) if "app" in table else "",
+        "app": _check_ref(f"{label} app", table["app"]) if "app" in table else "",
     }
     if "http_app" in table:
         if kind != "websocket":
-            raise ConfigError(f"[server] http_app is for type = 'websocket', not {kind!r}: "
+            raise ConfigError(f"{label} http_app is for type = 'websocket', not {kind!r}: "
                               "the app itself answers HTTP")  # fmt: skip
-        server["http_app"] = _check_ref("[server] http_app", table["http_app"])
+        server["http_app"] = _check_ref(f"{label} http_app", table["http_app"])
     return server
 
 
@@ -146,33 +205,40 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
     for section, table in data.items():
         if section not in _SECTIONS:
             raise _unknown("section", section, _SECTIONS)
-        if not isinstance(table, Mapping):
+        if section in ("listen", "process"):
+            if not isinstance(table, list) or not all(isinstance(t, Mapping) for t in table):
+                raise ConfigError(f"{section} must be an array of tables: write each one as "
+                                  f"[[{section}]]")  # fmt: skip
+        elif not isinstance(table, Mapping):
             raise ConfigError(f"[{section}] must be a table, got {type(table).__name__}")
     if "server" not in data:
         raise ConfigError("the [server] table is missing")
     server = _server(data["server"], base_dir)
-    settings = make_settings(data.get("settings", {}))
-    if server["host"].startswith(UNIX) and settings.ssl_cert_file:
-        raise ConfigError("ssl_cert_file with a Unix socket: TLS is for TCP listeners (the "
-                          "socket file's mode guards a Unix socket)")  # fmt: skip
+    raw_settings = make_settings(data.get("settings", {}))
     events = _events(data.get("events", {}))
-    functions = [e for e in WEBSOCKET_EVENTS if e in events]
-    if functions and server["type"] != "websocket":
-        raise ConfigError(f"[events] {functions[0]} is for type = 'websocket' servers")
-    if server["type"] == "websocket" and bool(server["app"]) == ("message" in events):
+    settings = _listener_settings(raw_settings, base_dir, "[server]", server)
+    extra = tuple(
+        _listener(table, base_dir, f"[[listen]] #{n}", raw_settings)
+        for n, table in enumerate(data.get("listen", ()), 1)
+    )
+    _check_addresses([Listener(settings=settings, **server), *extra])
+    if server["type"] == "websocket" and server["app"] and "message" in events:
         raise ConfigError(
             "a websocket server needs [server] app (a WebSocketProtocol subclass) or "
             "[events] message (with open, close and handshake if wanted), not both"
-            if server["app"] else "[server] app is missing: name a WebSocketProtocol subclass, "
-            "or the functions [events] message (and open, close, handshake)"
-        )  # fmt: skip
-    settings = _tls(_static(settings, base_dir), base_dir)
-    if settings.upload_tmp_dir:
-        tmp = os.path.join(os.path.abspath(base_dir), settings.upload_tmp_dir)
-        if not os.path.isdir(tmp) or not os.access(tmp, os.W_OK | os.X_OK):
-            raise ConfigError(f"upload_tmp_dir = {settings.upload_tmp_dir!r}: {tmp} is not a "
-                              "writable directory")  # fmt: skip
-        settings = dataclasses.replace(settings, upload_tmp_dir=tmp)
+        )
+    functions = [e for e in WEBSOCKET_EVENTS if e in events]
+    kinds = [(server["type"], server["app"], "[server]")] + [
+        (x.type, x.app, x.label) for x in extra
+    ]
+    if functions and not any(k == "websocket" and not app for k, app, _ in kinds):
+        raise ConfigError(f"[events] {functions[0]} is for a websocket listener without an app "
+                          "(its functions stand for the protocol class)")  # fmt: skip
+    for kind, app, label in kinds:
+        if kind == "websocket" and not app and "message" not in events:
+            raise ConfigError(f"{label} app is missing: name a WebSocketProtocol subclass, "
+                              "or the functions [events] message (and open, close, "
+                              "handshake)")  # fmt: skip
     if settings.task_worker_num and "task" not in events:
         raise ConfigError(f"task_worker_num = {settings.task_worker_num} needs [events] task = "
                           '"module:function" (what the task workers run)')  # fmt: skip
@@ -182,6 +248,10 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
     if settings.reload_on_change and not settings.worker_num:
         raise ConfigError("reload_on_change = true needs worker_num >= 1: the master reloads "
                           "its workers (worker_num = 0 serves in one process)")  # fmt: skip
+    processes = tuple(_process(t, n) for n, t in enumerate(data.get("process", ()), 1))
+    if processes and not settings.worker_num:
+        raise ConfigError("[[process]] needs worker_num >= 1: the master runs the processes "
+                          "(worker_num = 0 serves in one process)")  # fmt: skip
     if settings.task_worker_num and not settings.worker_num:
         raise ConfigError(f"task_worker_num = {settings.task_worker_num} needs worker_num >= 1: "
                           "task workers are processes the master supervises (worker_num = 0 "
@@ -191,8 +261,82 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
         events=events,
         base_dir=os.path.abspath(base_dir),
         path=path,
+        extra=extra,
+        listen_tables=tuple(data.get("listen", ())),
+        processes=processes,
         **server,
     )
+
+
+def _process(table: Mapping[str, Any], n: int) -> UserProcess:
+    label = f"[[process]] #{n}"
+    for key in table:
+        if key not in _PROCESS_KEYS:
+            raise _unknown(f"key {label}", key, _PROCESS_KEYS)
+    if "app" not in table:
+        raise ConfigError(f"{label} app is missing: expected a 'module:callable' string (what "
+                          "the process runs)")  # fmt: skip
+    app = _check_ref(f"{label} app", table["app"])
+    name = table.get("name", app.rpartition(":")[2])
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{label} name = {name!r}: expected a non-empty string")
+    reload = table.get("reload", False)
+    if not isinstance(reload, bool):
+        raise ConfigError(f"{label} reload = {reload!r}: expected true or false")
+    return UserProcess(app, name, reload)
+
+
+def _listener(table: Mapping[str, Any], base_dir: str, label: str, base: Settings) -> Listener:
+    """A ``[[listen]]`` table: its address and app, ``[settings]`` with its own
+    ``[listen.settings]`` over them."""
+    server = _server(table, base_dir, label)
+    own = table.get("settings", {})
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"{label} settings must be a table: [listen.settings] after it")
+    for name in own:
+        if name in SERVER_WIDE:
+            raise ConfigError(f"setting {name} in {label}: it is one for the whole server "
+                              "(its processes); set it in [settings]")  # fmt: skip
+    try:
+        settings = make_settings(base_values(base), **own)
+    except ConfigError as e:
+        raise ConfigError(f"{label} settings: {e}") from None
+    return Listener(settings=_listener_settings(settings, base_dir, label, server), label=label,
+                    **server)  # fmt: skip
+
+
+def _listener_settings(
+    settings: Settings, base_dir: str, label: str, server: Mapping[str, Any]
+) -> Settings:
+    """A listener's settings checked against its type and address, paths made absolute."""
+    if settings.ssl_cert_file and server["host"].startswith(UNIX):
+        raise ConfigError(f"ssl_cert_file with a Unix socket ({label}): TLS is for TCP "
+                          "listeners (the socket file's mode guards a Unix socket)")  # fmt: skip
+    if settings.ssl_cert_file and server["type"] == "udp":
+        raise ConfigError(f"ssl_cert_file with type = 'udp' ({label}): TLS is for TCP "
+                          'listeners; set ssl_cert_file = "" in its [listen.settings]')  # fmt: skip
+    settings = _tls(_static(settings, base_dir), base_dir)
+    if settings.upload_tmp_dir:
+        tmp = os.path.join(os.path.abspath(base_dir), settings.upload_tmp_dir)
+        if not os.path.isdir(tmp) or not os.access(tmp, os.W_OK | os.X_OK):
+            raise ConfigError(f"upload_tmp_dir = {settings.upload_tmp_dir!r}: {tmp} is not a "
+                              "writable directory")  # fmt: skip
+        settings = dataclasses.replace(settings, upload_tmp_dir=tmp)
+    return settings
+
+
+def _check_addresses(listeners: list[Listener]) -> None:
+    """No two listeners on one address: SO_REUSEPORT would let both bind and split the
+    traffic between them."""
+    seen: dict[tuple[str, str, int], str] = {}
+    for x in listeners:
+        key = ("udp" if x.type == "udp" else "stream", x.host, x.port)
+        if x.port == 0 and not x.unix_path:
+            continue  # each gets a port of its own
+        if key in seen:
+            raise ConfigError(f"{x.label} listens on {x.address}, as {seen[key]} does: give "
+                              "it another port or path")  # fmt: skip
+        seen[key] = x.label
 
 
 def _static(settings: Settings, base_dir: str) -> Settings:

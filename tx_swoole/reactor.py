@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
     IReactorSocket,
     IReactorTCP,
     IReactorTime,
+    IReactorUDP,
     IReactorUNIX,
 )
 from twisted.internet.posixbase import _NO_FILEDESC
@@ -45,6 +46,7 @@ class IServerReactor(
     IReactorFDSet,
     IReactorTCP,
     IReactorUNIX,
+    IReactorUDP,
     IReactorSocket,
     IReactorProcess,
     IReactorFromThreads,

@@ -158,6 +158,13 @@ class Settings:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+# Settings of the whole server (its processes), set in [settings] only; every other one can
+# differ per listener ([listen.settings]).
+SERVER_WIDE = frozenset({
+    "worker_num", "max_request", "max_request_grace", "reactor_stall_timeout",
+    "task_worker_num", "task_max_request", "task_queue_max", "max_wait_time", "reload_async",
+    "reload_on_change", "reload_on_change_paths", "log_level",
+})  # fmt: skip
 # Swoole settings this library does not have (yet): named as such, not taken for typos.
 NOT_SUPPORTED = frozenset({
     "task_ipc_mode", "task_enable_coroutine",
@@ -210,6 +217,11 @@ def _check_range(name: str, value: Any, meta: Mapping[str, Any], raw: Any) -> No
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and hi is not None and not lo <= value <= hi:
         raise ConfigError(f"setting {name} = {raw!r}: allowed range is {lo} to {hi}")
+
+
+def base_values(settings: Settings) -> dict[str, Any]:
+    """``settings`` as the mapping :func:`make_settings` takes (what was set or defaulted)."""
+    return {f: getattr(settings, f) for f in FIELDS if getattr(settings, f) is not None}
 
 
 def make_settings(values: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:

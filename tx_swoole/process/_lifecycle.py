@@ -15,15 +15,32 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import logfile
 
-from tx_swoole._log import SwooleLogger
+from tx_swoole._log import SwooleLogger, set_log_level
 from tx_swoole.reactor import IServerReactor
 
 log = SwooleLogger("tx_swoole.process")
 BOOT_ERROR_EXIT = 3  # like gunicorn's WORKER_BOOT_ERROR: the app cannot start
+
+
+class BootingService(Service):
+    """A worker's, task worker's or user process's service: it boots in the background
+    (``_boot``) and ``self.ready`` fires when it is running, or fails with the error."""
+
+    settings: Any
+    ready: defer.Deferred[None]
+
+    def startService(self) -> None:
+        super().startService()
+        set_log_level(self.settings.log_level)
+        self.ready = defer.ensureDeferred(self._boot())
+
+    async def _boot(self) -> None:
+        raise NotImplementedError
 
 
 async def awaited(result: Any) -> Any:

@@ -72,7 +72,8 @@ class InProcessServer(MultiService):
     def status(self) -> dict[str, Any]:
         """The master's status shape: this process is the master and its only worker."""
         age = round(self.reactor.seconds() - self._startedAt, 3)
-        factory = self.app.factory
+        app = self.app
+        serving = bool(app.listening) and app.listening[-1].port is not None
         return {
             "master": {
                 "pid": os.getpid(), "generation": 1, "uptime": age, "worker_num": 0,
@@ -80,9 +81,8 @@ class InProcessServer(MultiService):
             },
             "workers": [
                 {"id": 0, "pid": os.getpid(), "generation": 1,
-                 "state": "serving" if factory is not None else "starting", "age": age,
-                 "connections": len(factory.connections) if factory is not None else 0,
-                 "requests": factory.requestCount if factory is not None else 0}
+                 "state": "serving" if serving else "starting", "age": age,
+                 "connections": app.connectionCount, "requests": app.requests}
             ],
         }  # fmt: skip
 

@@ -43,7 +43,7 @@ from twisted.logger import eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
 from tx_swoole._log import SwooleLogger, set_log_level
-from tx_swoole.config import ServerConfig
+from tx_swoole.config import Listener, ServerConfig
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.process._lifecycle import (
     BOOT_ERROR_EXIT,
@@ -52,7 +52,7 @@ from tx_swoole.process._lifecycle import (
     write_status,
 )
 from tx_swoole.process.watcher import CodeWatcher, watch_targets
-from tx_swoole.process.worker import ABORT_WAIT, CONFIG_FD, CONTROL_OUT_FD, LISTEN_FD, set_title
+from tx_swoole.process.worker import ABORT_WAIT, CONFIG_FD, CONTROL_OUT_FD, listen_fd, set_title
 from tx_swoole.reactor import IServerReactor, default_reactor
 from tx_swoole.transport import refuse_new_connections, unix_listening_socket
 
@@ -64,6 +64,9 @@ BOOT_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry of a worker tha
 # first and skip them.
 KILL_GRACE = ABORT_WAIT + 1.0
 STATUS_EVERY = 0.5  # seconds between status file writes
+# A [[process]] that exits is started again after PROCESS_BACKOFF seconds, doubled for each
+# exit in a row up to PROCESS_BACKOFF_MAX; one that ran PROCESS_STABLE seconds starts over.
+PROCESS_BACKOFF, PROCESS_BACKOFF_MAX, PROCESS_STABLE = 0.5, 30.0, 30.0
 # The server-wide sums in the status: of the workers' stats, and of the task workers'.
 _WORKER_SUMS = ("connection_num", "accept_count", "close_count", "request_count",
                 "reactor_stall_count")  # fmt: skip
@@ -79,7 +82,9 @@ class Worker:
     started: float
     pid: int = 0
     state: str = "booting"  # booting, ready, draining, exited
-    kind: str = "worker"  # or "task" (a task worker: id is its index, 0..task_worker_num-1)
+    kind: str = "worker"  # "task" (a task worker: id is its index, 0..task_worker_num-1), or
+    # "process" (a [[process]] table: id is its index)
+    name: str = ""  # a [[process]]'s
     path: str = ""  # a task worker's socket
     peerPath: str = ""  # where it listens for the other processes  # noqa: N815
     stats: dict[str, Any] = field(default_factory=dict)  # its last server.stats()
@@ -90,9 +95,15 @@ class Worker:
     exited: defer.Deferred[int] = field(default_factory=defer.Deferred)
     killCall: Any = None
 
+    @property
+    def label(self) -> str:
+        """``worker 0``, ``task worker #0``, ``process NAME``."""
+        if self.kind == "process":
+            return f"process {self.name}"
+        return f"task worker #{self.id}" if self.kind == "task" else f"worker {self.id}"
+
     def describe(self) -> str:
-        name = f"task worker #{self.id}" if self.kind == "task" else f"worker {self.id}"
-        return f"{name} (pid {self.pid}, generation {self.generation})"
+        return f"{self.label} (pid {self.pid}, generation {self.generation})"
 
 
 class WorkerProcess(ProcessProtocol):
@@ -129,7 +140,10 @@ class MasterService(Service):
     """Supervises ``worker_num`` worker processes sharing one listening socket.
 
     ``spawn`` replaces ``reactor.spawnProcess`` (tests pass a fake); ``sockets`` already
-    listening sockets, one per worker id (see :func:`listening_sockets`).
+    listening sockets for ``[server]``, one per worker id (see :func:`listening_sockets`).
+    ``listenerSockets`` has every listener's (the ``[[listen]]`` tables after ``[server]``):
+    a TCP or UDP listener has one SO_REUSEPORT socket per worker id, a Unix one a single
+    socket every worker accepts from.
 
     Resource handling: owns the listening sockets (closed once every worker has exited), the
     worker processes (killed after ``max_wait_time`` when they will not drain) and the status
@@ -159,10 +173,13 @@ class MasterService(Service):
         self.executable = executable
         self.reactorName = reactor_name  # twistd --reactor: workers use it too
         self.sockets = sockets or []
+        self.listenerSockets: list[list[socket.socket]] = []
         self.statusPath = os.path.abspath(pidfile) + ".status.json" if pidfile else None
         self.generation = 1
         self.workers: dict[int, Worker] = {}
         self.taskWorkers: dict[int, Worker] = {}
+        self.processes: dict[int, Worker] = {}  # the [[process]] tables'
+        self.processFailures: dict[int, int] = {}  # exits in a row of a short-lived one
         self.retiring: list[Worker] = []
         self.live: list[Worker] = []  # every process spawned and not yet exited
         self.bootFailures: dict[tuple[str, int], int] = {}
@@ -180,30 +197,45 @@ class MasterService(Service):
 
     # -- startup ------------------------------------------------------------------------------
     def privilegedStartService(self) -> None:
-        if not self.sockets:
-            cfg = self.config
-            if cfg.unix_path:  # one socket for every worker: no SO_REUSEPORT for these
-                try:
-                    self.sockets = [unix_listening_socket(cfg.unix_path, cfg.mode,
-                                                          self.settings.backlog)]  # fmt: skip
-                except OSError as e:
-                    raise CannotListenError(None, cfg.host, e) from None
-            else:
-                self.sockets = listening_sockets(
-                    cfg.host, cfg.port, self.settings.backlog, self.settings.worker_num
-                )
+        if not self.listenerSockets:
+            bound: list[list[socket.socket]] = []
+            try:
+                for i, x in enumerate(self.config.listeners):
+                    bound.append(self.sockets if i == 0 and self.sockets else self._bind(x))
+            except Exception:
+                for sock in (s for socks in bound for s in socks):
+                    sock.close()
+                raise
+            self.listenerSockets = bound
+            self.sockets = self.listenerSockets[0]
         super().privilegedStartService()
+
+    def _bind(self, x: Listener) -> list[socket.socket]:
+        if x.unix_path:  # one socket for every worker: no SO_REUSEPORT for these
+            try:
+                return [unix_listening_socket(x.unix_path, x.mode, x.settings.backlog)]
+            except OSError as e:
+                raise CannotListenError(None, x.host, e) from None
+        kind = socket.SOCK_DGRAM if x.type == "udp" else socket.SOCK_STREAM
+        try:
+            return listening_sockets(x.host, x.port, x.settings.backlog,
+                                     self.settings.worker_num, kind)  # fmt: skip
+        except OSError as e:
+            raise CannotListenError(x.host, x.port, e) from None
 
     def startService(self) -> None:
         super().startService()
-        if not self.sockets:
+        if not self.listenerSockets:
             self.privilegedStartService()
-        name = self.sockets[0].getsockname()
-        where = self.config.host if self.config.unix_path else f"{name[0]}:{name[1]}"
+        where = []
+        for x, socks in zip(self.config.listeners, self.listenerSockets, strict=True):
+            name = socks[0].getsockname()
+            address = x.host if x.unix_path else f"{name[0]}:{name[1]}"
+            where.append(f"udp://{address}" if x.type == "udp" else address)
         set_log_level(self.settings.log_level)
         log.info(
             "master (pid {pid}) listening on {where}; starting {n} workers",
-            pid=os.getpid(), where=where, n=self.settings.worker_num,
+            pid=os.getpid(), where=", ".join(where), n=self.settings.worker_num,
         )  # fmt: skip
         self.runDir = tempfile.mkdtemp(prefix="tx_swoole-")  # 0700: the processes' sockets
         if self.settings.task_worker_num:
@@ -212,6 +244,11 @@ class MasterService(Service):
             self.taskWorkers[tid] = self._spawn(tid, kind="task")
         for wid in range(self.settings.worker_num):
             self.workers[wid] = self._spawn(wid)
+        if self.config.processes:
+            log.info("starting {n} processes: {names}", n=len(self.config.processes),
+                     names=", ".join(p.name for p in self.config.processes))  # fmt: skip
+        for index in range(len(self.config.processes)):
+            self.processes[index] = self._spawn(index, kind="process")
         self.reactor.callWhenRunning(self._installSignals)
         if self.settings.reload_on_change:
             targets = watch_targets(self.config.base_dir, self.settings.reload_on_change_paths)
@@ -231,11 +268,16 @@ class MasterService(Service):
         install_signals(self.reactor, self.signalHandlers())
 
     def table(self, kind: str) -> dict[int, Worker]:
-        """The workers (``worker``) or the task workers (``task``), by id."""
+        """The workers (``worker``), the task workers (``task``) or the ``[[process]]``
+        processes (``process``), by id."""
+        if kind == "process":
+            return self.processes
         return self.taskWorkers if kind == "task" else self.workers
 
     def _spawn(self, wid: int, generation: int | None = None, kind: str = "worker") -> Worker:
-        worker = Worker(wid, generation or self.generation, self.reactor.seconds(), kind=kind)
+        name = self.config.processes[wid].name if kind == "process" else ""
+        worker = Worker(wid, generation or self.generation, self.reactor.seconds(), kind=kind,
+                        name=name)  # fmt: skip
         args = [
             self.executable, "-m", "tx_swoole.process.worker", str(wid), str(worker.generation),
             self.reactorName or "", kind,
@@ -246,8 +288,9 @@ class MasterService(Service):
         }  # fmt: skip
         if kind == "task":
             args.append(os.path.join(self.runDir, f"task-{wid}-{worker.generation}.sock"))
-        else:
-            child_fds[LISTEN_FD] = self.sockets[wid % len(self.sockets)].fileno()
+        elif kind == "worker":
+            for i, socks in enumerate(self.listenerSockets):
+                child_fds[listen_fd(i)] = socks[wid % len(socks)].fileno()
         worker.process = self.spawn(
             WorkerProcess(self, worker), self.executable, args, env=os.environ,
             childFDs=child_fds,
@@ -278,7 +321,7 @@ class MasterService(Service):
         kind = message["type"]
         if kind == "ready":
             worker.state = "ready"
-            self.everReady = True
+            self.everReady = self.everReady or worker.kind != "process"  # (the app booted)
             self.bootFailures.pop((worker.kind, worker.id), None)
             log.info("{worker} ready", worker=worker.describe())
             worker.peerPath = str(message.get("peer", ""))
@@ -319,15 +362,13 @@ class MasterService(Service):
         if isinstance(event, dict) and "log_level" in event:
             level = event.get("swoole_level") or getattr(event["log_level"], "name", "info")
             namespace = event.get("log_namespace", "-")
-            name = f"task worker #{worker.id}" if worker.kind == "task" else f"worker {worker.id}"
-            event["log_system"] = f"{namespace}#{level} {name} pid {worker.pid}"
+            event["log_system"] = f"{namespace}#{level} {worker.label} pid {worker.pid}"
             event["swoole_worker_id"] = worker.id
             event["swoole_worker_pid"] = worker.pid
             globalLogPublisher(event)
         else:
             log.info("[{name} pid {pid}] {line}", id=worker.id, pid=worker.pid, line=text,
-                     name=f"task worker #{worker.id}" if worker.kind == "task"
-                     else f"worker {worker.id}")  # fmt: skip
+                     name=worker.label)  # fmt: skip
 
     # -- reload and replacement ----------------------------------------------------------------
     def reloadTaskWorkers(self) -> defer.Deferred[None] | None:
@@ -337,9 +378,11 @@ class MasterService(Service):
             return None
         return self.reload(kinds=("task",))
 
-    def reload(self, kinds: tuple[str, ...] = ("task", "worker")) -> defer.Deferred[None] | None:
-        """Replace every worker (and task worker), new first; queued while a reload runs,
-        refused on shutdown."""
+    def reload(
+        self, kinds: tuple[str, ...] = ("task", "worker", "process")
+    ) -> defer.Deferred[None] | None:
+        """Replace every worker (and task worker, and ``[[process]]`` with ``reload =
+        true``), new first; queued while a reload runs, refused on shutdown."""
         if self.shuttingDown is not None:
             log.warn("reload refused: shutting down")
             return None
@@ -356,7 +399,10 @@ class MasterService(Service):
                  n=len(self.workers) if "worker" in kinds else 0,
                  t=len(self.taskWorkers) if "task" in kinds else 0, g=self.generation)  # fmt: skip
         replaced = [
-            self.replace(wid, "reload", kind) for kind in kinds for wid in list(self.table(kind))
+            self.replace(wid, "reload", kind)
+            for kind in kinds
+            for wid in list(self.table(kind))
+            if kind != "process" or self.config.processes[wid].reload
         ]
         all_done = defer.gatherResults(replaced, consumeErrors=True)
 
@@ -456,13 +502,26 @@ class MasterService(Service):
         worker.exited.callback(code)
         table = self.table(worker.kind)
         if was != "draining" and self.shuttingDown is None and table.get(worker.id) is worker:
-            if was == "booting":
+            if worker.kind == "process":
+                self._processEnded(worker, code)
+            elif was == "booting":
                 self._bootFailed(worker, code)
             else:
                 log.warn("{worker} died unexpectedly (code {code}); respawning",
                          worker=worker.describe(), code=code)  # fmt: skip
                 table[worker.id] = self._spawn(worker.id, worker.generation, worker.kind)
         self.writeStatus(force=True)
+
+    def _processEnded(self, worker: Worker, code: int) -> None:
+        """A ``[[process]]`` exited on its own: started again after a back-off that grows
+        while it keeps exiting soon after it starts."""
+        if self.reactor.seconds() - worker.started >= PROCESS_STABLE:
+            self.processFailures.pop(worker.id, None)
+        count = self.processFailures[worker.id] = self.processFailures.get(worker.id, 0) + 1
+        delay = min(PROCESS_BACKOFF * 2 ** (count - 1), PROCESS_BACKOFF_MAX)
+        log.warn("{worker} exited (code {code}); starting it again in {delay}s",
+                 worker=worker.describe(), code=code, delay=delay)  # fmt: skip
+        self.reactor.callLater(delay, self._respawnAfterBootFailure, worker)
 
     def _bootFailed(self, worker: Worker, code: int) -> None:
         if not self.everReady:
@@ -515,10 +574,12 @@ class MasterService(Service):
         started = time.monotonic()
         if self.watcher is not None:
             self.watcher.stop()
-        for sock in self.sockets:
-            refuse_new_connections(sock)  # (a Unix socket's file moves aside)
-        everyone = list(self.workers.values()) + list(self.retiring)
-        workers = [w for w in everyone if w.kind == "worker"]
+        for socks in self.listenerSockets:
+            for sock in socks:
+                if sock.type == socket.SOCK_STREAM:
+                    refuse_new_connections(sock)  # (a Unix socket's file moves aside)
+        everyone = [*self.workers.values(), *self.processes.values(), *self.retiring]
+        workers = [w for w in everyone if w.kind != "task"]  # (and the [[process]] ones)
         task_workers = list(self.taskWorkers.values()) + [w for w in everyone if w.kind == "task"]
         log.info("shutting down: draining {n} workers", n=len(workers))
         # the workers first; the task workers serve them until they are gone
@@ -528,12 +589,12 @@ class MasterService(Service):
                     worker.state = "ready" if worker.state == "draining" else worker.state
                     self.retire(worker, final=True)
             await defer.gatherResults([w.exited for w in group if not w.exited.called])
-        for sock in self.sockets:
+        for sock in (s for socks in self.listenerSockets for s in socks):
             sock.close()
-        unix_path = self.config.unix_path
-        for leftover in (unix_path, unix_path + ".closing") if unix_path else ():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)  # the socket file goes with the server
+        for x in self.config.listeners:
+            for leftover in (x.unix_path, x.unix_path + ".closing") if x.unix_path else ():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)  # the socket file goes with the server
         if self.runDir:
             shutil.rmtree(self.runDir, ignore_errors=True)
         if self._statusCall is not None and self._statusCall.active():
@@ -546,10 +607,12 @@ class MasterService(Service):
     def status(self) -> dict[str, Any]:
         """What ``python -m tx_swoole status --json`` prints."""
         now = self.reactor.seconds()
+        order = {"worker": 0, "task": 1, "process": 2}
         workers = sorted(
-            [*self.workers.values(), *self.taskWorkers.values(), *self.retiring],
-            key=lambda w: (w.kind != "worker", w.id, w.generation),
-        )
+            [*self.workers.values(), *self.taskWorkers.values(), *self.processes.values(),
+             *self.retiring],
+            key=lambda w: (order[w.kind], w.id, w.generation),
+        )  # fmt: skip
         live = [w for w in workers if w.state != "exited"]
         totals = {key: sum(int(w.stats.get(key, 0)) for w in live if w.kind == "worker")
                   for key in _WORKER_SUMS}  # fmt: skip
@@ -562,10 +625,12 @@ class MasterService(Service):
                 "pid": os.getpid(), "generation": self.generation,
                 "uptime": round(now - self.startedAt, 3), "worker_num": self.settings.worker_num,
                 "task_worker_num": self.settings.task_worker_num,
+                "process_num": len(self.config.processes),
                 "reloading": self.reloading is not None,
             },
             "workers": [
-                {"id": w.id, "kind": w.kind, "pid": w.pid, "generation": w.generation,
+                {"id": w.id, "kind": w.kind, **({"name": w.name} if w.name else {}),
+                 "pid": w.pid, "generation": w.generation,
                  "state": w.state,
                  "age": round(now - w.started, 3), "connections": w.connections,
                  "requests": w.requests, "stats": w.stats}
@@ -592,8 +657,11 @@ class MasterService(Service):
         write_status(self.statusPath, self.status())
 
 
-def listening_sockets(host: str, port: int, backlog: int, count: int) -> list[socket.socket]:
-    """``count`` non-blocking listening sockets on the same ``host:port`` (SO_REUSEPORT).
+def listening_sockets(
+    host: str, port: int, backlog: int, count: int, kind: int = socket.SOCK_STREAM
+) -> list[socket.socket]:
+    """``count`` non-blocking listening sockets on the same ``host:port`` (SO_REUSEPORT);
+    ``kind`` ``SOCK_DGRAM``: bound UDP sockets.
 
     One per worker id, owned by the master: the kernel spreads new connections evenly over
     them (one shared socket lets whichever worker wakes first take a whole burst), and since
@@ -603,7 +671,7 @@ def listening_sockets(host: str, port: int, backlog: int, count: int) -> list[so
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets: list[socket.socket] = []
     for _ in range(max(count, 1)):
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, kind)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
@@ -613,7 +681,8 @@ def listening_sockets(host: str, port: int, backlog: int, count: int) -> list[so
             for other in sockets:
                 other.close()
             raise
-        sock.listen(backlog)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(backlog)
         sock.setblocking(False)
         port = sock.getsockname()[1]  # port 0: the others join the port the first one got
         sockets.append(sock)

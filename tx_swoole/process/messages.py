@@ -52,12 +52,54 @@ from tx_swoole.settings import Settings
 from tx_swoole.transport import send_now, stop_unix_port
 
 log = SwooleLogger("tx_swoole.messages")
-__all__ = ["Peers", "RemoteConnection"]
+__all__ = ["PeerServer", "Peers", "RemoteConnection"]
 
 # CALL numbers: what the owner of a connection is asked to do with it
 SEND, CLOSE, PUSH, DISCONNECT, BROADCAST = 1, 2, 3, 4, 5
 _CALLS = {SEND: "send", CLOSE: "close", PUSH: "push", DISCONNECT: "disconnect",
           BROADCAST: "broadcast"}  # fmt: skip
+
+
+def process_id(settings: Settings, kind: str, index: int) -> int:
+    """The worker id Swoole's numbering gives process ``kind`` ``index``: workers from 0,
+    task workers from ``worker_num``, ``[[process]]`` processes after the task workers."""
+    if kind == "worker":
+        return index
+    if kind == "task":
+        return settings.worker_num + index
+    return settings.worker_num + settings.task_worker_num + index
+
+
+class PeerServer:
+    """What a process without connections of its own (a task worker, a ``[[process]]``)
+    offers its code as ``server``: messages and the workers' connections, through
+    ``self.peers``."""
+
+    peers: Peers | None
+
+    def peerReady(self, kind: str, index: int, path: str, pid: int) -> None:
+        if self.peers is not None:
+            self.peers.peerReady(kind, index, path, pid)
+
+    def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
+        """Swoole's ``sendMessage``, from this process."""
+        return self.peers is not None and self.peers.sendMessage(data, dstWorkerId)
+
+    def send(self, connId: int, data: bytes) -> bool:  # noqa: N803
+        """Send to a connection a worker holds (Swoole's task workers may)."""
+        return self.peers is not None and self.peers.remoteSend(connId, data)
+
+    def close(self, connId: int, reset: bool = False) -> bool:  # noqa: N803
+        return self.peers is not None and self.peers.remoteClose(connId, reset)
+
+    def push(self, connId: int, data: Any) -> bool:  # noqa: N803
+        return self.peers is not None and self.peers.remotePush(connId, data)
+
+    def exists(self, connId: int) -> bool:  # noqa: N803
+        return self.peers is not None and connId in self.peers.remote
+
+    def listConnections(self) -> list[int]:
+        return list(self.peers.remote) if self.peers is not None else []
 
 
 class RemoteConnection(NamedTuple):
@@ -142,11 +184,11 @@ class Peers:
     ) -> None:
         self.settings = settings
         self.kind, self.index = kind, index
-        self.workerId = index if kind == "worker" else settings.worker_num + index
+        self.workerId = process_id(settings, kind, index)
         self.reactor = reactor
         self.server = server
         self.pipeMessage = pipe_message
-        self.table: Any = None  # this worker's ConnectionTable, when it shares it
+        self.tables: list[Any] = []  # this worker's ConnectionTables it shares
         self.out: dict[int, _Channel] = {}  # by the other end's pid
         self.newest: dict[tuple[str, int], int] = {}  # (kind, index) -> pid of the newest
         self.remote: dict[int, RemoteConnection] = {}
@@ -173,9 +215,10 @@ class Peers:
         pid = channel.key[2]
         self.out[pid] = channel
         channel.write(frame(HELLO, 0, os.getpid(), dumps((self.kind, self.index), 1 << 16, "")))
-        if self.table is not None:  # what we hold, for its copy of the table
-            for p in list(self.table.connections.values()):
-                channel.write(self._opened(p))
+        for table in self.tables:  # what we hold, for its copy of the table
+            for p in list(table.connections.values()):
+                if table.isShared(p):
+                    channel.write(self._opened(p))
 
     def channelLost(self, channel: _Channel) -> None:
         kind, index, pid = channel.key
@@ -195,8 +238,9 @@ class Peers:
 
     # -- the copy of the table --------------------------------------------------------------------
     def share(self, table: Any) -> None:
-        """Share ``table``'s connections with the other processes, and answer for theirs."""
-        self.table = table
+        """Share ``table``'s connections with the other processes, and answer for theirs
+        (every listener's table is shared: ids are unique across them)."""
+        self.tables.append(table)
         table.peers = self
 
     def _opened(self, proto: Any, transport: Any = None) -> bytes:
@@ -262,8 +306,8 @@ class Peers:
     # -- messages -------------------------------------------------------------------------------
     def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
         """Swoole's ``sendMessage``: ``data`` to the ``pipe_message`` hook of worker
-        ``dstWorkerId`` (task workers from ``worker_num`` on); False (logged) if there is no
-        such process, or it is this one."""
+        ``dstWorkerId`` (task workers from ``worker_num`` on, then the ``[[process]]``
+        processes); False (logged) if there is no such process, or it is this one."""
         s = self.settings
         if dstWorkerId == self.workerId:
             log.notice("sendMessage to worker {id}, this process, dropped: it cannot send to "
@@ -271,8 +315,10 @@ class Peers:
             return False
         if dstWorkerId < s.worker_num:
             key = ("worker", dstWorkerId)
-        else:
+        elif dstWorkerId < s.worker_num + s.task_worker_num:
             key = ("task", dstWorkerId - s.worker_num)
+        else:
+            key = ("process", dstWorkerId - s.worker_num - s.task_worker_num)
         pid = self.newest.get(key)
         channel = self.out.get(pid) if pid is not None else None
         if channel is None:
@@ -305,16 +351,20 @@ class Peers:
             channel.key = (peer_kind, peer_index, number)
 
     def _call(self, call: int, connId: int, payload: bytes) -> None:
-        table = self.table
-        if table is None:
+        if not self.tables:
             return
         args = loads(payload, "call")
-        if call == BROADCAST:
-            table.broadcast(*args, local=True)
+        if call == BROADCAST:  # (one table's broadcast reaches every listener's)
+            for table in self.tables:
+                if hasattr(table, "broadcast"):
+                    table.broadcast(*args, local=True)
+                    break
             return
-        if connId not in table.connections:
-            log.notice("{call} to closed connection {connId} dropped", call=_CALLS.get(call),
-                       connId=connId)  # fmt: skip
+        table = next((t for t in self.tables if connId in t.connections), None)
+        if table is None or (call in (PUSH, DISCONNECT) and not hasattr(table, "push")):
+            log.notice("{call} to closed connection {connId} dropped" if table is None else
+                       "{call} to connection {connId} dropped: it is not a WebSocket one",
+                       call=_CALLS.get(call), connId=connId)  # fmt: skip
             return
         if call == SEND:
             table.send(connId, *args)

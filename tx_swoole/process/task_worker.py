@@ -28,15 +28,14 @@ import os
 from collections import deque
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from tx_swoole._log import SwooleLogger, set_log_level
+from tx_swoole._log import SwooleLogger
 from tx_swoole.config import ServerConfig, resolve
 from tx_swoole.errors import FramingError, TaskSerializationError
-from tx_swoole.process._lifecycle import awaited, call_hook
+from tx_swoole.process._lifecycle import BootingService, awaited, call_hook
 from tx_swoole.process._task import (
     BYE,
     DRAINING,
@@ -50,7 +49,7 @@ from tx_swoole.process._task import (
     frame,
     loads,
 )
-from tx_swoole.process.messages import Peers
+from tx_swoole.process.messages import Peers, PeerServer
 from tx_swoole.protocols.tcp import CONNECTION_DONE
 from tx_swoole.reactor import IServerReactor, default_reactor
 from tx_swoole.transport import send_now, stop_unix_port
@@ -110,7 +109,7 @@ class _ChannelFactory(Factory):
         return TaskChannel(self.service)
 
 
-class TaskWorkerService(Service):
+class TaskWorkerService(PeerServer, BootingService):
     """The task worker's service (module docstring); the ``server`` its handler gets.
 
     Resource handling: holds the queued tasks (each at most ``package_max_length`` bytes, as
@@ -164,31 +163,6 @@ class TaskWorkerService(Service):
     def connectionCount(self) -> int:
         return len(self.channels)
 
-    # -- the rest of the server, from here ----------------------------------------------------
-    def peerReady(self, kind: str, index: int, path: str, pid: int) -> None:
-        if self.peers is not None:
-            self.peers.peerReady(kind, index, path, pid)
-
-    def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
-        """Swoole's ``sendMessage``, from a task worker."""
-        return self.peers is not None and self.peers.sendMessage(data, dstWorkerId)
-
-    def send(self, connId: int, data: bytes) -> bool:  # noqa: N803
-        """Send to a connection a worker holds (Swoole's task workers may)."""
-        return self.peers is not None and self.peers.remoteSend(connId, data)
-
-    def close(self, connId: int, reset: bool = False) -> bool:  # noqa: N803
-        return self.peers is not None and self.peers.remoteClose(connId, reset)
-
-    def push(self, connId: int, data: Any) -> bool:  # noqa: N803
-        return self.peers is not None and self.peers.remotePush(connId, data)
-
-    def exists(self, connId: int) -> bool:  # noqa: N803
-        return self.peers is not None and connId in self.peers.remote
-
-    def listConnections(self) -> list[int]:
-        return list(self.peers.remote) if self.peers is not None else []
-
     def setRecycleCheck(self, check: Any) -> None:
         """Call ``check`` after each task (``task_max_request``)."""
         self.maxRequestReached = check
@@ -205,11 +179,6 @@ class TaskWorkerService(Service):
         return len(self.queue) + (self.current is not None)
 
     # -- boot -------------------------------------------------------------------------------
-    def startService(self) -> None:
-        super().startService()
-        set_log_level(self.settings.log_level)
-        self.ready = defer.ensureDeferred(self._boot())
-
     async def _boot(self) -> None:
         base = self.config.base_dir
         self._hooks = {name: resolve(ref, base) for name, ref in self.config.events.items()}

@@ -16,99 +16,47 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 import time
 from typing import Any, cast
 
-from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from tx_swoole._log import SwooleLogger, set_log_level
+from tx_swoole._log import SwooleLogger
 from tx_swoole.config import ServerConfig, parse_config, resolve
 from tx_swoole.errors import NoTaskWorkersError
 from tx_swoole.process._control import LineDecoder, encode
-from tx_swoole.process._lifecycle import BOOT_ERROR_EXIT, REOPEN_LOGS, call_hook
+from tx_swoole.process._lifecycle import (
+    BOOT_ERROR_EXIT,
+    REOPEN_LOGS,
+    BootingService,
+    call_hook,
+)
+from tx_swoole.process.listening import Listening, make_factory
 from tx_swoole.process.messages import Peers
 from tx_swoole.process.tasks import TaskDispatcher
 from tx_swoole.process.watchdog import Watchdog
-from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable, TrackedProtocol
+from tx_swoole.protocols.tcp import CONNECTION_DONE, ConnectionTable
 from tx_swoole.reactor import IServerReactor, default_reactor, install_unless_chosen
-from tx_swoole.tls import (
-    PLAIN_HTTP_REFUSAL,
-    adopt_tls_port,
-    listen_tls,
-    server_context,
-    tls_enabled,
-)
-from tx_swoole.transport import (
-    accept_queued,
-    adopt_stream_port,
-    adopt_unix_port,
-    listen_tcp,
-    listen_unix,
-    refuse_new_connections,
-    stop_unix_port,
-)
+from tx_swoole.tls import tls_enabled
 
+__all__ = ["AppService", "make_factory"]
 log = SwooleLogger("tx_swoole.worker")
 EXIT_POLL = 0.1  # seconds between worker_exit calls while draining
 ABORT_WAIT = 1.0  # seconds aborted connections get to report connectionClosed
 
 
-def make_factory(
-    config: ServerConfig, app: Any, *, reactor: IReactorTime | None = None, http_app: Any = None
-) -> ConnectionTable:
-    """The server factory for ``config.type`` serving ``app`` (and, for a websocket server,
-    ``http_app`` for plain HTTP requests)."""
-    if config.type == "tcp":
-        if not (isinstance(app, type) and issubclass(app, TrackedProtocol)):
-            raise TypeError(
-                f"[server] app = {config.app!r} must be a subclass of "
-                "tx_swoole.protocols.tcp.TCPProtocol for type = 'tcp'"
-            )
-        return ConnectionTable(app, config.settings, reactor=reactor)
-    s = config.settings
-    if s.enable_static_handler and config.type in ("http", "websocket"):
-        from tx_swoole.protocols.static import StaticFiles
+class AppService(BootingService):
+    """Serves the configured apps on the ports it binds or the listening sockets it adopts
+    (``listen_fds``: the master's, one per listener).
 
-        if config.type == "http":
-            app = StaticFiles(s.document_root, app, s.static_handler_locations,
-                              s.static_handler_follow_symlinks)  # fmt: skip
-        else:
-            http_app = StaticFiles(s.document_root, http_app, s.static_handler_locations,
-                                   s.static_handler_follow_symlinks)  # fmt: skip
-    if config.type == "websocket":
-        from tx_swoole.protocols.websocket import WebSocketFactory, WebSocketProtocol
+    ``server`` handed to the event hooks is this service: ``server.factory`` is the
+    ``[server]`` listener's connection table (``server.tables`` every listener's),
+    ``server.workerId`` the worker id, ``server.settings`` the settings.
 
-        if not (isinstance(app, type) and issubclass(app, WebSocketProtocol)):
-            raise TypeError(
-                f"[server] app = {config.app!r} must be a subclass of "
-                "tx_swoole.protocols.websocket.WebSocketProtocol for type = 'websocket'"
-            )
-        if http_app is not None and not callable(http_app):
-            raise TypeError(f"[server] http_app = {config.http_app!r} must be "
-                            "callable(request, response)")  # fmt: skip
-        return WebSocketFactory(app, config.settings, http_app, reactor=reactor)
-    from tx_swoole.protocols.http import HTTPFactory
-
-    if not callable(app):
-        raise TypeError(f"[server] app = {config.app!r} must be callable(request, response)")
-    factory: ConnectionTable = HTTPFactory(app, config.settings, reactor=reactor)
-    return factory
-
-
-class AppService(Service):
-    """Serves the configured app on a port it binds or a listening socket it adopts.
-
-    ``server`` handed to the event hooks is this service: ``server.factory`` is the connection
-    table, ``server.workerId`` the worker id, ``server.settings`` the settings.
-
-    Resource handling: owns the listening port (closed on stop) and the connections (drained
+    Resource handling: owns the listening ports (closed on stop) and the connections (drained
     on stop, aborted after ``max_wait_time``).
 
     Error handling: an app that cannot be imported, or a ``worker_start`` hook that fails, makes
@@ -121,7 +69,7 @@ class AppService(Service):
         config: ServerConfig,
         *,
         worker_id: int = 0,
-        listen_fd: int | None = None,
+        listen_fds: list[int] | None = None,
         reactor: IServerReactor | None = None,
         generation: int = 1,
         peer_path: str = "",
@@ -139,10 +87,11 @@ class AppService(Service):
         self.settings = config.settings
         self.workerId = worker_id
         self.reactor = reactor
-        self.factory: ConnectionTable | None = None
-        self.port: Any = None
+        self.factory: ConnectionTable | None = None  # [server]'s (or the first listener's)
+        self.port: Any = None  # [server]'s
+        self.listening: list[Listening] = []
         self.ready: defer.Deferred[None] = defer.succeed(None)
-        self._listenFd = listen_fd
+        self._listenFds = listen_fds
         self._hooks: dict[str, Any] = {}
         self._stopping: defer.Deferred[None] | None = None
         self.startTime = 0.0  # when it began serving (time.time())
@@ -154,20 +103,25 @@ class AppService(Service):
     taskworker = False  # (Swoole's $server->taskworker: True in a task worker)
 
     @property
+    def tables(self) -> list[ConnectionTable]:
+        """Every listener's connection table (UDP listeners have none)."""
+        return [x.table for x in self.listening if x.table is not None]
+
+    @property
     def requests(self) -> int:
-        """Requests (HTTP) or messages handled so far by this worker."""
-        return self.factory.requestCount if self.factory is not None else 0
+        """Requests (HTTP), messages (TCP, WebSocket) and datagrams (UDP) handled so far by
+        this worker, over every listener."""
+        return sum(x.requests for x in self.listening)
 
     @property
     def connectionCount(self) -> int:
-        return len(self.factory.connections) if self.factory is not None else 0
+        return sum(len(t.connections) for t in self.tables)
 
     def stats(self) -> dict[str, Any]:
         """This worker's figures, with Swoole's ``$server->stats()`` keys where they apply
         (``python -m tx_swoole status`` has the sums over every worker)."""
-        factory = self.factory
-        accepted = factory.acceptCount if factory is not None else 0
-        connections = len(factory.connections) if factory is not None else 0
+        accepted = sum(t.acceptCount for t in self.tables)
+        connections = self.connectionCount
         requests = self.requests
         figures = {
             "start_time": int(self.startTime), "worker_id": self.workerId,
@@ -184,9 +138,9 @@ class AppService(Service):
         return figures
 
     def setRecycleCheck(self, check: Any) -> None:
-        """Call ``check`` after each request (``max_request``)."""
-        if self.factory is not None:
-            self.factory.maxRequestReached = check
+        """Call ``check`` after each request (``max_request``), on every listener."""
+        for x in self.listening:
+            (x.table if x.table is not None else x.datagrams).maxRequestReached = check
 
     # -- task workers -----------------------------------------------------------------------
     def task(self, data: Any, dstWorkerId: int = -1, timeout: float | None = None) -> Any:  # noqa: N803
@@ -216,41 +170,47 @@ class AppService(Service):
             return False
         return self.peers.sendMessage(data, dstWorkerId)
 
-    def startService(self) -> None:
-        """Boot in the background; ``self.ready`` fires when serving, or fails with the error."""
-        super().startService()
-        set_log_level(self.settings.log_level)
-        self.ready = defer.ensureDeferred(self._boot())
-
     async def _boot(self) -> None:
         base = self.config.base_dir
         self._hooks = {name: resolve(ref, base) for name, ref in self.config.events.items()}
-        if self.config.app:
-            app = resolve(self.config.app, base)
-        else:  # a websocket server of functions (Swoole's on("message", ...))
-            from tx_swoole.protocols.websocket import protocol_of_functions
-
-            app = protocol_of_functions(self._hooks)
         if self.tasks is not None:
             self.tasks.finish = self._hooks.get("finish")
-        http_app = resolve(self.config.http_app, base) if self.config.http_app else None
-        self.factory = make_factory(self.config, app, reactor=self.reactor, http_app=http_app)
-        self.factory.service = self
-        if self.peers is not None:  # a worker of a master: ids unique across workers
-            self.factory.numberIds(self.workerId, self.settings.worker_num, self.generation)
+        listeners = self.config.listeners
+        fds = self._listenFds
+        for i, x in enumerate(listeners):
+            listening = Listening(x, fds[i] if fds is not None else None, self.reactor, self)
+            if x.app:
+                app = resolve(x.app, base)
+            else:  # a websocket server of functions (Swoole's on("message", ...))
+                from tx_swoole.protocols.websocket import protocol_of_functions
+
+                app = protocol_of_functions(self._hooks)
+            listening.build(app, resolve(x.http_app, base) if x.http_app else None)
+            table = listening.table
+            if table is not None:  # ids unique across the listeners and the workers
+                table.numberIds(self.workerId, self.settings.worker_num, self.generation,
+                                i, len(listeners))  # fmt: skip
+                if self.factory is None:
+                    self.factory = table
+            self.listening.append(listening)
+        for table in self.tables:
+            table.siblings = [t for t in self.tables if t is not table]
+        if self.peers is not None:  # a worker of a master
             self.peers.pipeMessage = self._hooks.get("pipe_message")
             self.peers.listen(self._peerPath)
-            if self.config.type in ("tcp", "websocket"):
-                self.peers.share(self.factory)
-        self.port = self._listen(self.factory)
-        addr = self.port.getHost()
-        where = f"{addr.host}:{addr.port}" if hasattr(addr, "port") else self.config.host
-        log.info(
-            "worker {workerId} (pid {pid}) serving {type} app {app} on {where}{tls}",
-            workerId=self.workerId, pid=os.getpid(), type=self.config.type,
-            app=self.config.app or self.config.events.get("message"), where=where,
-            tls=" (TLS)" if tls_enabled(self.settings) else "",
-        )  # fmt: skip
+            for listening in self.listening:
+                if listening.listener.type in ("tcp", "websocket"):
+                    self.peers.share(listening.table)
+        for listening in self.listening:
+            listening.listen()
+            x = listening.listener
+            log.info(
+                "worker {workerId} (pid {pid}) serving {type} app {app} on {where}{tls}",
+                workerId=self.workerId, pid=os.getpid(), type=x.type,
+                app=x.app or self.config.events.get("message"), where=listening.where,
+                tls=" (TLS)" if x.type != "udp" and tls_enabled(x.settings) else "",
+            )  # fmt: skip
+        self.port = self.listening[0].port
         if "worker_start" in self._hooks:
             await call_hook(self._hooks["worker_start"], self, self.workerId)
         self.startTime = time.time()
@@ -261,43 +221,6 @@ class AppService(Service):
         # Everything loaded so far lives as long as the worker: keep it out of the garbage
         # collector's full passes, which otherwise rescan it on the hot path.
         gc.freeze()
-
-    def _listen(self, factory: ConnectionTable) -> Any:
-        """Bind (or adopt the master's socket), with TLS when ``ssl_cert_file`` is set: the
-        certificate and key are read here, so a reload serves renewed ones."""
-        family = socket.AF_INET
-        if self._listenFd is not None:
-            with socket.socket(fileno=os.dup(self._listenFd)) as probe:
-                family = probe.family
-        if self.config.unix_path:  # a Unix socket (no TLS on it)
-            if self._listenFd is not None:
-                return adopt_unix_port(self._listenFd, factory, self.config.mode,
-                                       reactor=self.reactor)  # fmt: skip
-            try:
-                return listen_unix(self.config.unix_path, factory, self.config.mode,
-                                   self.settings.backlog, reactor=self.reactor)  # fmt: skip
-            except OSError as e:
-                raise CannotListenError(None, self.config.host, e) from None
-        if tls_enabled(self.settings):
-            web = self.config.type in ("http", "websocket")
-            alpn: tuple[str, ...] = ("http/1.1",) if web else ()
-            if self.config.type == "http" and self.settings.open_http2_protocol:
-                alpn = ("h2", "http/1.1")
-            context = server_context(self.settings, alpn)
-            refusal = PLAIN_HTTP_REFUSAL if web else b""
-            timeout = self.settings.http_header_timeout  # every type: the handshake's bound
-            if self._listenFd is None:
-                return listen_tls(self.config.port, factory, context,
-                                  self.settings.backlog, self.config.host,
-                                  plain_refusal=refusal, handshake_timeout=timeout,
-                                  reactor=self.reactor)  # fmt: skip
-            return adopt_tls_port(self._listenFd, factory, context, family,
-                                  plain_refusal=refusal, handshake_timeout=timeout,
-                                  reactor=self.reactor)  # fmt: skip
-        if self._listenFd is None:
-            return listen_tcp(self.config.port, factory, self.settings.backlog,
-                              self.config.host, reactor=self.reactor)  # fmt: skip
-        return adopt_stream_port(self._listenFd, factory, family, reactor=self.reactor)
 
     def stopService(self) -> defer.Deferred[None]:
         """Graceful shutdown of the owner of the socket: see :meth:`drain`."""
@@ -318,27 +241,31 @@ class AppService(Service):
 
     async def _drain(self, final: bool) -> None:
         reason = "server" if final else "reload"
-        if self.port is not None:
-            if final and self._listenFd is None and self.config.unix_path:
-                await stop_unix_port(self.port, self.config.unix_path)  # refused, queued taken
-            elif final:
-                if self._listenFd is None:
-                    refuse_new_connections(self.port.socket)
-                accept_queued(self.port)
-                await self.port.stopListening()
-            else:
-                await self.port.stopListening()
-        factory = self.factory
-        if factory is not None:
-            factory.startDraining()
-            empty = factory.whenEmpty()
-            deadline = self.reactor.seconds() + self.settings.max_wait_time
-            while True:  # at least once, as Swoole calls onWorkerExit on every loop while exiting
-                await self._callHook("worker_exit")
-                factory.goAway(final)  # then long connections are asked to go (WebSocket: 1001)
-                if empty.called or self.reactor.seconds() >= deadline:
-                    break
-                await task.deferLater(self.reactor, EXIT_POLL, lambda: None)
+        for listening in self.listening:
+            await listening.stop(final)
+        tables = self.tables
+        for table in tables:
+            table.startDraining()
+        udp = [x.datagrams for x in self.listening if x.datagrams is not None]
+        done = defer.gatherResults([*(t.whenEmpty() for t in tables),
+                                    *(u.whenIdle() for u in udp)])  # fmt: skip
+        deadline = self.reactor.seconds() + self.settings.max_wait_time
+        while True:  # at least once, as Swoole calls onWorkerExit on every loop while exiting
+            await self._callHook("worker_exit")
+            for table in tables:
+                table.goAway(final)  # then long connections are asked to go (WebSocket: 1001)
+            if done.called or self.reactor.seconds() >= deadline:
+                break
+            await task.deferLater(self.reactor, EXIT_POLL, lambda: None)
+        for u in udp:
+            if u.running:
+                log.warn("worker {workerId} (pid {pid}): {count} datagram handlers still ran "
+                         "after max_wait_time={wait}s; cancelling them",
+                         workerId=self.workerId, pid=os.getpid(), count=len(u.running),
+                         wait=self.settings.max_wait_time)  # fmt: skip
+        for listening in self.listening:
+            await listening.close()
+        for factory in tables:
             if factory.connections:
                 log.warn(
                     "worker {workerId} (pid {pid}) still had {count} connections open after "
@@ -391,16 +318,23 @@ def describe_open(factory: ConnectionTable, most: int = 5) -> str:
 # -- worker process entry point ----------------------------------------------------------------
 # ``python -m tx_swoole.process.worker WORKER_ID GENERATION REACTOR KIND PEERS [TASKS]`` is
 # spawned by the master (REACTOR: its twistd --reactor choice, empty for SwooleReactor; KIND:
-# worker or task; PEERS: the Unix socket it listens on for the other processes; TASKS: a task
-# worker's socket for the workers' tasks) with the config as JSON on fd 5 (read to its end, so it
-# is not on the command line), the listening socket on fd 3 (workers), master → worker
-# control messages on fd 0 (stdin, whose EOF means the master died) and worker → master
-# messages on fd 4.  Logs go to stderr as JSON events, which the master re-emits tagged with
-# the worker id and pid.  The process title says what it is: ``tx_swoole: worker #0
-# (server.toml)``.
+# worker, task or process (a [[process]] table, WORKER_ID its index); PEERS: the Unix socket
+# it listens on for the other processes; TASKS: a task worker's socket for the workers'
+# tasks) with the config as JSON on fd 5 (read to its end, so it is not on the command line),
+# the listening sockets on fd 3, 6, 7, ... (workers: one per listener, see listen_fd),
+# master → worker control messages on fd 0 (stdin, whose EOF means the master died) and
+# worker → master messages on fd 4.  Logs go to stderr as JSON events, which the master
+# re-emits tagged with the worker id and pid.  The process title says what it is:
+# ``tx_swoole: worker #0 (server.toml)``.
 LISTEN_FD = 3
 CONTROL_OUT_FD = 4
 CONFIG_FD = 5
+
+
+def listen_fd(index: int) -> int:
+    """The descriptor of listener ``index``'s socket in a worker: 3 for ``[server]``, then
+    6, 7, ... for the ``[[listen]]`` tables."""
+    return LISTEN_FD if index == 0 else CONFIG_FD + index
 
 
 def set_title(what: str, config_path: str = "") -> None:
@@ -464,12 +398,15 @@ class WorkerRuntime:
         self.reactor = reactor
         self.generation = generation
         if service is None:
-            service = AppService(config, worker_id=worker_id, listen_fd=LISTEN_FD,
+            fds = [listen_fd(i) for i in range(len(config.listeners))]
+            service = AppService(config, worker_id=worker_id, listen_fds=fds,
                                  reactor=reactor, generation=generation,
                                  peer_path=peer_path)  # fmt: skip
             limit = config.settings.max_request
-        else:
+        elif getattr(service, "taskworker", False):
             limit = config.settings.task_max_request
+        else:  # a [[process]]: no recycling
+            limit = 0
         self.service: Any = service
         self.control = ControlChannel(self)
         self.draining = False
@@ -484,6 +421,13 @@ class WorkerRuntime:
         StandardIO(self.control, stdin=0, stdout=CONTROL_OUT_FD, reactor=self.reactor)
         self.service.startService()
         self.service.ready.addCallbacks(self._ready, self._bootFailed)
+        finished = getattr(self.service, "finished", None)  # a [[process]] that ended
+        if finished is not None:
+            finished.addCallback(self._finished)
+
+    def _finished(self, code: int) -> None:
+        self.exitCode = code
+        self.drain(final=True)
 
     def _ready(self, _: Any) -> None:
         if self._recycleAt:
@@ -574,9 +518,14 @@ def main(argv: list[str] | None = None) -> int:
     with os.fdopen(CONFIG_FD, "rb") as f:  # the master writes it, then closes its end
         raw = json.loads(f.read())
     config = parse_config(
-        {k: raw[k] for k in ("server", "settings", "events")}, raw["base_dir"], raw["path"]
+        {k: raw[k] for k in ("server", "settings", "events", "listen", "process") if raw.get(k)},
+        raw["base_dir"],
+        raw["path"],
     )
-    name = f"task worker #{worker_id}" if kind == "task" else f"worker #{worker_id}"
+    if kind == "process":
+        name = f"process {config.processes[worker_id].name}"
+    else:
+        name = f"task worker #{worker_id}" if kind == "task" else f"worker #{worker_id}"
     set_title(name, config.path)
     signal.signal(
         signal.SIGINT, signal.SIG_IGN
@@ -590,8 +539,13 @@ def main(argv: list[str] | None = None) -> int:
         reactor = cast(IServerReactor, installReactor(reactor_name))
     else:
         reactor = install_unless_chosen()
-    service = None
-    if kind == "task":  # a task worker: worker_id is its index, argv[5] its tasks' socket
+    service: Any = None
+    if kind == "process":  # a [[process]]: worker_id is its index
+        from tx_swoole.process.user_process import UserProcessService
+
+        service = UserProcessService(config, index=worker_id, reactor=reactor,
+                                     peer_path=peer_path)  # fmt: skip
+    elif kind == "task":  # a task worker: worker_id is its index, argv[5] its tasks' socket
         from tx_swoole.process.task_worker import TaskWorkerService
 
         service = TaskWorkerService(config, index=worker_id, path=argv[5], reactor=reactor,

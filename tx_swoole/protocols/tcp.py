@@ -463,6 +463,8 @@ class ConnectionTable(ServerFactory):
         self.service: Any = None
         #: The other workers' connections and the way to them (:mod:`tx_swoole.process.messages`)
         self.peers: Any = None
+        #: The other listeners' tables in this worker: ids are looked up there too.
+        self.siblings: list[ConnectionTable] = []
         self._nextId = self._firstId = 1
         self._idStride, self._idOffset = 1, 0
         self._sockopts = socket_options(settings)
@@ -480,10 +482,19 @@ class ConnectionTable(ServerFactory):
         """Connections taken so far (ids are handed out in order)."""
         return self._nextId - self._firstId
 
-    def numberIds(self, workerId: int, workerNum: int, generation: int = 1) -> None:  # noqa: N803
-        """Number connections ``n * workerNum + workerId``, unique across the workers, with
-        ``n`` past every id an earlier generation of this worker could have used."""
-        self._idStride, self._idOffset = max(workerNum, 1), workerId
+    def numberIds(
+        self,
+        workerId: int,  # noqa: N803
+        workerNum: int,  # noqa: N803
+        generation: int = 1,
+        listener: int = 0,
+        listeners: int = 1,
+    ) -> None:
+        """Number connections ``n * workerNum * listeners + listener * workerNum +
+        workerId``, unique across the workers and their listeners (one listener, a worker:
+        1, 2, 3...), with ``n`` past every id an earlier generation could have used."""
+        workers = max(workerNum, 1)
+        self._idStride, self._idOffset = workers * listeners, listener * workers + workerId
         self._nextId = self._firstId = 1 + (generation - 1) * 2**32
 
     def isShared(self, proto: TrackedProtocol) -> bool:
@@ -628,9 +639,19 @@ class ConnectionTable(ServerFactory):
             p.abort(reason)
 
     # -- by-id API ------------------------------------------------------------------------------
+    def local(self, connId: int) -> TrackedProtocol | None:  # noqa: N803
+        """Connection ``connId`` if this worker holds it, on this listener or another."""
+        p = self.connections.get(connId)
+        if p is None:
+            for table in self.siblings:
+                p = table.connections.get(connId)
+                if p is not None:
+                    break
+        return p
+
     def exists(self, connId: int) -> bool:
         """True if connection ``connId`` is open (not closed nor closing)."""
-        p = self.connections.get(connId)
+        p = self.local(connId)
         if p is None:
             return self.peers is not None and connId in self.peers.remote
         return not p.closing
@@ -639,7 +660,7 @@ class ConnectionTable(ServerFactory):
         """Send ``data`` to connection ``connId``; False (logged at NOTICE) if it is gone.
         Another worker's connection: handed to that worker (which logs if it closed
         meanwhile)."""
-        p = self.connections.get(connId)
+        p = self.local(connId)
         if p is None:
             if self.peers is not None and connId in self.peers.remote:
                 return bool(self.peers.remoteSend(connId, data))
@@ -649,7 +670,7 @@ class ConnectionTable(ServerFactory):
 
     def close(self, connId: int, reset: bool = False) -> bool:
         """Close connection ``connId`` (flushing output, or RST with ``reset``); False if gone."""
-        p = self.connections.get(connId)
+        p = self.local(connId)
         if p is None:
             if self.peers is not None and connId in self.peers.remote:
                 return bool(self.peers.remoteClose(connId, reset))
@@ -659,7 +680,7 @@ class ConnectionTable(ServerFactory):
 
     def getClientInfo(self, connId: int) -> ClientInfo | None:
         """Address, times and byte counts of connection ``connId``, or None if unknown."""
-        p = self.connections.get(connId)
+        p = self.local(connId)
         if p is None:
             where = self.peers.remote.get(connId) if self.peers is not None else None
             if where is None:
@@ -675,9 +696,11 @@ class ConnectionTable(ServerFactory):
         )  # fmt: skip
 
     def listConnections(self) -> list[int]:
-        """The ids of the open connections, oldest first (this worker's, then the others')."""
-        if self.peers is not None and self.peers.remote:
-            return [*self.connections, *self.peers.remote]
+        """The ids of the open connections, oldest first (this listener's, the worker's other
+        listeners', then the other workers')."""
+        if self.siblings or (self.peers is not None and self.peers.remote):
+            mine = [c for t in (self, *self.siblings) for c in t.connections]
+            return [*mine, *(self.peers.remote if self.peers is not None else ())]
         return list(self.connections)
 
     # -- draining (reload, shutdown) ----------------------------------------------------------

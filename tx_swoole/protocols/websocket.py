@@ -506,7 +506,7 @@ class WebSocketFactory(HTTPFactory):
 
     # -- by connection id ---------------------------------------------------------------------
     def _ws(self, connId: int) -> WebSocketProtocol | None:
-        p = self.connections.get(connId)
+        p = self.local(connId)
         return p if isinstance(p, WebSocketProtocol) and p.ws is not None else None
 
     def isShared(self, proto: Any) -> bool:
@@ -551,7 +551,10 @@ class WebSocketFactory(HTTPFactory):
             shared = frame(0x1, data.encode())
         else:
             shared = frame(0x2, bytes(data))
-        ids = self.connections if connIds is None else connIds
+        if connIds is None:  # every listener's (the other tables' are not WebSocket ones)
+            ids: Iterable[int] = [c for t in (self, *self.siblings) for c in t.connections]
+        else:
+            ids = connIds
         sent = 0
         if connIds is None and not local and self.peers is not None:
             sent += self.peers.remoteBroadcast(data)
