@@ -31,3 +31,20 @@ def on_worker_exit(server: Any, worker_id: int) -> None:
 
 def on_worker_stop(server: Any, worker_id: int) -> None:
     log.info("app worker_stop called")
+
+
+class SilentOrBig(TCPProtocol):
+    """Length-framed (``N``): echoes, answers ``big`` with a frame of 100 KB, and ``silent...``
+    and pings not at all; logs each ping it swallows."""
+
+    def messageReceived(self, data: bytes) -> None:
+        body = data[4:]
+        if body.startswith(b"silent"):
+            return
+        if body == b"ping":
+            log.info("app swallowed a ping")
+            return
+        if body == b"big":
+            self.send(b"\x00\x01\x86\xa0" + b"x" * 100_000)
+            return
+        self.send(data)

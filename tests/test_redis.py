@@ -205,7 +205,7 @@ async def test_refused_acquire_timeout_and_closed_pool(redis_server) -> None:
 
     port = free_port()
     dead = RedisPool(port=port, connect_timeout=1)
-    with pytest.raises(RedisConnectionError, match=f"refused by 127.0.0.1:{port}"):
+    with pytest.raises(RedisConnectionError, match=f"refused: nothing listens on 127.0.0.1:{port}"):
         await dead.get("x")
     pool = RedisPool(port=redis_server.port, size=1, acquire_timeout=0.3)
     async with pool.client():

@@ -201,6 +201,40 @@ class WatchError(RedisError):
     """A ``WATCH``ed key changed before ``EXEC``; the transaction did not run."""
 
 
+class TCPClientError(SwooleError):
+    """Base of the errors of :class:`~tx_swoole.clients.tcp.TCPClient`; messages name
+    host:port."""
+
+
+class TCPConnectError(TCPClientError, ConnectionError):
+    """A connect was refused ("nothing listens on HOST:PORT"), timed out or failed."""
+
+
+class TCPClosedError(TCPClientError, ConnectionError):
+    """The connection was closed by the peer, lost, or closed by the client.
+
+    What was sent may or may not have been processed; resend only what is idempotent.
+    """
+
+
+class TCPTimeoutError(TCPClientError, TimeoutError):
+    """No message arrived within the read timeout."""
+
+
+class TCPBusyError(TCPClientError):
+    """A second ``recv()`` while one waits (Swoole's "socket already bound to another
+    coroutine"), or ``recv()``/``request()`` on a client whose messages go to
+    ``messageReceived``."""
+
+
+class TCPMessageTooLargeError(TCPClientError):
+    """A message over ``package_max_length``; the connection is closed."""
+
+
+class TCPWrongProcessError(TCPClientError):
+    """A client used in a process other than the one that created it (after ``fork``)."""
+
+
 class TaskError(SwooleError):
     """Base of the errors of ``server.task()`` (task workers, ``task_worker_num``)."""
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from functools import partial
 from typing import Any
 
-from twisted.internet import defer, error, tcp
+from twisted.internet import defer, error
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from tx_swoole.clients._base import fast_write
 from tx_swoole.clients._commands import IRedisCommands, RedisCommands, ScanCommands, Transform
 from tx_swoole.clients._resp import RespReader, pack_command
 from tx_swoole.errors import (
@@ -29,7 +29,6 @@ from tx_swoole.errors import (
     RedisTimeoutError,
     WatchError,
 )
-from tx_swoole.transport import own_hot_attributes, write_through
 
 __all__ = ["Collector", "IRedisConnector", "RedisConnection"]
 
@@ -115,13 +114,7 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
         self._write: Callable[[bytes], None] = lambda data: self.transport.write(data)  # type: ignore[union-attr]
 
     def connectionMade(self) -> None:
-        # TCP: send at once when nothing is buffered (write-through); others: Twisted's write.
-        transport: Any = self.transport
-        if isinstance(transport, tcp.Connection) and not transport.TLS:
-            own_hot_attributes(transport)
-            self._write = partial(write_through, transport)
-        else:
-            self._write = transport.write
+        self._write = fast_write(self.transport)
 
     def _call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:
         return self.send(pack_command(args), transform)

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from twisted.application.internet import backoffPolicy
-from twisted.internet import defer, error, task
+from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IReactorTCP,
@@ -23,6 +23,8 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from tx_swoole.clients import _base
+from tx_swoole.clients._base import connect_failure
 from tx_swoole.clients._commands import (
     IRedisCommands,
     RedisCommands,
@@ -45,26 +47,14 @@ from tx_swoole.errors import (
 )
 
 __all__ = ["RedisPool"]
-_FORK_GENERATION = 0
-
-
-def _forked() -> None:
-    global _FORK_GENERATION
-    _FORK_GENERATION += 1
-
-
-os.register_at_fork(after_in_child=_forked)
 _NEVER = float("inf")
 
 
 def _connect_error(e: BaseException, address: str, timeout: float) -> RedisError:
     if isinstance(e, RedisError):
         return e
-    if isinstance(e, error.TimeoutError | defer.CancelledError | TimeoutError):
-        return RedisTimeoutError(f"connect to {address} timed out after {timeout}s")
-    if isinstance(e, error.ConnectionRefusedError | ConnectionRefusedError):
-        return RedisConnectionError(f"connection refused by {address}")
-    return RedisConnectionError(f"cannot connect to {address}: {e}")
+    timed_out, message = connect_failure(e, address, timeout)
+    return (RedisTimeoutError if timed_out else RedisConnectionError)(message)
 
 
 @implementer(IRedisCommands, IRedisConnector)
@@ -124,7 +114,7 @@ class RedisPool(RedisCommands, ScanCommands):
         self._lastError: RedisError | None = None
         self._backoff = backoffPolicy(initialDelay=0.1, maxDelay=10.0, factor=2.0)
         self._closed = False
-        self._fork = _FORK_GENERATION
+        self._fork = _base.GENERATION
         self._pid = os.getpid()
         self._sweeper: task.LoopingCall | None = None
 
@@ -137,12 +127,8 @@ class RedisPool(RedisCommands, ScanCommands):
     def _check(self) -> RedisError | None:
         if self._closed:
             return RedisPoolClosedError(f"pool for {self.address} is closed")
-        if self._fork != _FORK_GENERATION:
-            return RedisWrongProcessError(
-                f"this pool for {self.address} was created in process {self._pid} and used in "
-                f"{os.getpid()}: connections cannot be shared across processes; create clients "
-                "in each worker's worker_start hook"
-            )
+        if self._fork != _base.GENERATION:
+            return RedisWrongProcessError(_base.advice("pool", self.address, self._pid))
         return None
 
     def _call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:
@@ -150,7 +136,7 @@ class RedisPool(RedisCommands, ScanCommands):
         n = len(shared)
         # Fast path (what _check tests, inlined): round-robin over the shared connections,
         # unless the pool may still grow and the next connection is busy.
-        if n and self._fork == _FORK_GENERATION and not self._closed:
+        if n and self._fork == _base.GENERATION and not self._closed:
             conn = shared[self._next % n]
             if n >= self.size or not conn.pending:
                 self._next += 1
