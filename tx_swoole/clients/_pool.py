@@ -5,14 +5,11 @@ See :mod:`tx_swoole.clients.redis` (the public face) for what it promises.
 
 from __future__ import annotations
 
-import os
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-from twisted.application.internet import backoffPolicy
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IReactorTCP,
@@ -24,7 +21,6 @@ from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 from tx_swoole.clients import _base
-from tx_swoole.clients._base import connect_failure
 from tx_swoole.clients._commands import (
     IRedisCommands,
     RedisCommands,
@@ -34,6 +30,7 @@ from tx_swoole.clients._commands import (
 )
 from tx_swoole.clients._connection import IRedisConnector, RedisConnection
 from tx_swoole.clients._pipeline import Pipeline, Script
+from tx_swoole.clients._pooling import NEVER, Errors, Pool
 from tx_swoole.clients._pubsub import PubSub
 from tx_swoole.clients._resp import pack_command
 from tx_swoole.errors import (
@@ -47,18 +44,12 @@ from tx_swoole.errors import (
 )
 
 __all__ = ["RedisPool"]
-_NEVER = float("inf")
-
-
-def _connect_error(e: BaseException, address: str, timeout: float) -> RedisError:
-    if isinstance(e, RedisError):
-        return e
-    timed_out, message = connect_failure(e, address, timeout)
-    return (RedisTimeoutError if timed_out else RedisConnectionError)(message)
+_ERRORS = Errors(RedisError, RedisConnectionError, RedisTimeoutError, RedisAcquireTimeoutError,
+                 RedisPoolClosedError, RedisWrongProcessError)  # fmt: skip
 
 
 @implementer(IRedisCommands, IRedisConnector)
-class RedisPool(RedisCommands, ScanCommands):
+class RedisPool(Pool, RedisCommands, ScanCommands):
     """A lazily connected pool of Redis connections with implicit pipelining.
 
     ``unix_socket`` connects to a Unix socket path instead of host:port; ``tls`` is an
@@ -67,6 +58,9 @@ class RedisPool(RedisCommands, ScanCommands):
     ``health_check_interval``: idle connections are PINGed this often; ``idle_timeout``:
     connections idle longer are closed (0: never).
     """
+
+    errors = _ERRORS
+    shared: list[RedisConnection]
 
     def __init__(
         self,
@@ -87,50 +81,22 @@ class RedisPool(RedisCommands, ScanCommands):
         idle_timeout: float = 0.0,
         reactor: IReactorTime | None = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default
-
-            reactor = cast(IReactorTime, default)
-        if size < 1:
-            raise ValueError(f"size={size}: a pool needs at least one connection")
-        self.reactor: IReactorTime = reactor
-        self.address = unix_socket or f"{host}:{port}"
+        super().__init__(
+            reactor, unix_socket or f"{host}:{port}", size, connect_timeout, command_timeout,
+            acquire_timeout, health_check_interval, idle_timeout,
+        )  # fmt: skip
         self.host, self.port, self.unixSocket, self.tls = host, port, unix_socket, tls
-        self.size, self.db, self.username, self.password = size, db, username, password
-        self.connectTimeout = connect_timeout
-        self.commandTimeout = command_timeout
-        self.acquireTimeout = acquire_timeout
+        self.db, self.username, self.password = db, username, password
         self.encoding = encoding
-        self.healthCheckInterval = health_check_interval
-        self.idleTimeout = idle_timeout
-        self.shared: list[RedisConnection] = []
-        self.connections: set[RedisConnection] = set()
         self._next = 0
-        self._connecting = 0
-        self._waiters: deque[defer.Deferred[None]] = deque()
-        self._failures = 0  # outages in a row (connects failing together count once)
-        self._outage = 0  # bumped when a failure is counted: attempts begun before it share it
-        self._retryAt = 0.0
-        self._lastError: RedisError | None = None
-        self._backoff = backoffPolicy(initialDelay=0.1, maxDelay=10.0, factor=2.0)
-        self._closed = False
-        self._fork = _base.GENERATION
-        self._pid = os.getpid()
-        self._sweeper: task.LoopingCall | None = None
 
-    def __reduce__(self) -> Any:
-        raise RedisWrongProcessError(
-            "a RedisPool cannot be sent to another process: create it in worker_start"
-        )
+    def _reusable(self, conn: Any) -> bool:
+        return not (conn.dirty or conn.pending)
+
+    def _healthCheck(self, conn: Any) -> None:
+        conn.ping().addErrback(lambda f: None)
 
     # -- command path --------------------------------------------------------------------------
-    def _check(self) -> RedisError | None:
-        if self._closed:
-            return RedisPoolClosedError(f"pool for {self.address} is closed")
-        if self._fork != _base.GENERATION:
-            return RedisWrongProcessError(_base.advice("pool", self.address, self._pid))
-        return None
-
     def _call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:
         shared = self.shared
         n = len(shared)
@@ -160,7 +126,7 @@ class RedisPool(RedisCommands, ScanCommands):
             if self.shared:
                 self._grow()  # in the background; use what is there now
             else:
-                return await self._newConnection(shared=True)
+                return cast(RedisConnection, await self._newConnection(shared=True))
         if self.shared:
             self._next += 1
             return self.shared[self._next % len(self.shared)]
@@ -170,37 +136,6 @@ class RedisPool(RedisCommands, ScanCommands):
     def _grow(self) -> None:
         d = defer.ensureDeferred(self._newConnection(shared=True))
         d.addErrback(lambda f: None)  # the error is kept in _lastError for the next caller
-
-    async def _newConnection(self, shared: bool) -> RedisConnection:
-        now = self.reactor.seconds()
-        if now < self._retryAt and self._lastError is not None:
-            raise type(self._lastError)(f"{self._lastError} (retrying in "
-                                        f"{self._retryAt - now:.1f}s)")  # fmt: skip
-        self._connecting += 1
-        outage = self._outage
-        try:
-            conn = await self._connect()
-        except BaseException as e:
-            self._connecting -= 1
-            self._lastError = error = _connect_error(e, self.address, self.connectTimeout)
-            if outage == self._outage:  # the first failure of this outage: one back-off step
-                self._outage += 1
-                self._failures += 1
-                self._retryAt = self.reactor.seconds() + self._backoff(self._failures)
-            if not self.connections and not self._connecting:
-                self._failWaiters(error)  # nothing left that could serve them
-            raise error from None
-        self._connecting -= 1
-        self._failures = 0
-        self._lastError = None
-        self.connections.add(conn)
-        if shared:
-            self.shared.append(conn)
-            for _ in range(len(self._waiters)):  # callers waiting for any connection
-                self._wakeOne()
-        conn.lost.addCallback(lambda _: self._forget(conn))
-        self._startSweeper()
-        return conn
 
     def endpoint(self) -> IStreamClientEndpoint:
         """The client endpoint for this pool's address (TCP, TLS or Unix socket); the
@@ -238,12 +173,6 @@ class RedisPool(RedisCommands, ScanCommands):
             raise
         return conn
 
-    def _forget(self, conn: RedisConnection) -> None:
-        self.connections.discard(conn)
-        if conn in self.shared:
-            self.shared.remove(conn)
-        self._wakeOne()
-
     # -- exclusive use ---------------------------------------------------------------------------
     @asynccontextmanager
     async def client(self) -> AsyncIterator[RedisConnection]:
@@ -257,69 +186,6 @@ class RedisPool(RedisCommands, ScanCommands):
             yield conn
         finally:
             self._release(conn)
-
-    async def _acquire(self) -> RedisConnection:
-        deadline = self.reactor.seconds() + (self.acquireTimeout or _NEVER)
-        while True:
-            if len(self.connections) + self._connecting < self.size:
-                conn = await self._newConnection(shared=False)
-                conn.exclusive = True
-                return conn
-            if self.shared:
-                conn = min(self.shared, key=lambda c: len(c.pending))
-                self.shared.remove(conn)
-                conn.exclusive = True
-                return conn
-            await self._waitForRelease(deadline)
-
-    async def _waitForRelease(self, deadline: float | None = None) -> None:
-        if deadline is None:
-            deadline = self.reactor.seconds() + (self.acquireTimeout or _NEVER)
-        remaining = deadline - self.reactor.seconds()
-        if remaining <= 0:
-            raise RedisAcquireTimeoutError(
-                f"no connection to {self.address} free within acquire_timeout="
-                f"{self.acquireTimeout}s (size={self.size}); raise size or acquire_timeout"
-            )
-        d: defer.Deferred[None] = defer.Deferred()
-        self._waiters.append(d)
-        if remaining != _NEVER:
-            d.addTimeout(remaining, self.reactor)
-        try:
-            await d
-        except defer.TimeoutError:
-            raise RedisAcquireTimeoutError(
-                f"no connection to {self.address} free within acquire_timeout="
-                f"{self.acquireTimeout}s (size={self.size}); raise size or acquire_timeout"
-            ) from None
-        finally:
-            if d in self._waiters:
-                self._waiters.remove(d)
-
-    def _release(self, conn: RedisConnection) -> None:
-        conn.exclusive = False
-        if conn.closedReason is not None:
-            return
-        if conn.dirty or conn.pending or self._closed:
-            conn.abort(RedisConnectionError(f"{self.address}: closed after exclusive use"))
-            return
-        self.shared.append(conn)
-        self._wakeOne()
-
-    def _failWaiters(self, error: RedisError) -> None:
-        """Callers queued for a connection get the connection error now, not at their
-        acquire_timeout (or never, with acquire_timeout=0)."""
-        waiters, self._waiters = self._waiters, deque()
-        for d in waiters:
-            if not d.called:
-                d.errback(type(error)(str(error)))
-
-    def _wakeOne(self) -> None:
-        while self._waiters:
-            d = self._waiters.popleft()
-            if not d.called:
-                d.callback(None)
-                return
 
     # -- pipelines, transactions, blocking commands, pub/sub ------------------------------------
     def pipeline(self) -> Pipeline:
@@ -350,7 +216,7 @@ class RedisPool(RedisCommands, ScanCommands):
         self, args: tuple[Any, ...], block: float, transform: Transform = None
     ) -> Any:
         async with self.client() as conn:
-            deadline = self.reactor.seconds() + (block or _NEVER) + (self.commandTimeout or _NEVER)
+            deadline = self.reactor.seconds() + (block or NEVER) + (self.commandTimeout or NEVER)
             d = conn.send(pack_command(args), transform, deadline=deadline)
             return await d
 
@@ -385,38 +251,3 @@ class RedisPool(RedisCommands, ScanCommands):
     def pubsub(self) -> PubSub:
         """A subscriber on its own connection (see :class:`PubSub`)."""
         return PubSub(self)
-
-    # -- housekeeping ------------------------------------------------------------------------------
-    def _startSweeper(self) -> None:
-        if self._sweeper is None:
-            interval = min(x for x in (self.commandTimeout / 4, 1.0) if x > 0)
-            self._sweeper = task.LoopingCall(self._sweep)
-            self._sweeper.clock = self.reactor
-            self._sweeper.start(interval, now=False)
-
-    def _sweep(self) -> None:
-        now = self.reactor.seconds()
-        for conn in list(self.connections):
-            conn.checkTimeout(now)
-            idle = now - conn.lastUsed
-            if conn.pending or conn.exclusive or conn.closedReason is not None:
-                continue
-            if self.idleTimeout and idle > self.idleTimeout:
-                conn.abort(RedisConnectionError(f"{self.address}: idle connection closed"))
-            elif self.healthCheckInterval and idle > self.healthCheckInterval:
-                conn.ping().addErrback(lambda f: None)
-
-    async def close(self) -> None:
-        """Close every connection; later commands fail with RedisPoolClosedError."""
-        self._closed = True
-        if self._sweeper is not None and self._sweeper.running:
-            self._sweeper.stop()
-        lost = [c.lost for c in self.connections]
-        for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.closedReason = RedisPoolClosedError(f"pool for {self.address} is closed")
-                conn.transport.loseConnection()
-        for d in list(self._waiters):
-            if not d.called:
-                d.errback(RedisPoolClosedError(f"pool for {self.address} is closed"))
-        await defer.DeferredList(lost)
