@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (the package with its test extras, redis-server, chromium,
-# openssl, curl, h2load, logrotate) and runs them under coverage; prints the coverage figure
+# openssl, curl, h2load, logrotate, mariadb-server) and runs them under coverage; prints the coverage figure
 # and fails below the floor (COVERAGE_MIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ command -v openssl >/dev/null 2>&1 || missing="$missing openssl"  # TLS: test ce
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v h2load >/dev/null 2>&1 || missing="$missing nghttp2-client"  # HTTP/2 load
 command -v logrotate >/dev/null 2>&1 || missing="$missing logrotate"  # log reopening
+command -v mariadbd >/dev/null 2>&1 || missing="$missing mariadb-server"  # the MySQL client
 if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -112,6 +112,13 @@ def private_reaches(name: str, tree: ast.Module, elsewhere: set[str] | None = No
             continue
         if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
             continue
+        call = node.value
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and (call.func.id == "super")
+        ):
+            continue  # a subclass calling what it extends: the same object
         if (name, attr) not in ALLOWED_PRIVATE:
             out.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
     return out
@@ -124,6 +131,8 @@ def test_private_reach_finder_finds_one() -> None:
     assert private_reaches("m", tree) == []
     # a name this module defines but another does too: whose it is cannot be told
     assert private_reaches("m", tree, elsewhere={"_own"}) == ["m:4: a._own"]
+    tree = ast.parse("class B(A):\n    def _x(self):\n        return super()._base()\n")
+    assert private_reaches("m", tree) == []  # what a subclass extends is its own
 
 
 def test_no_module_calls_another_modules_privates() -> None:

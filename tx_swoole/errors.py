@@ -7,6 +7,8 @@ builtin means the same thing, the class inherits it too, so ``except TimeoutErro
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SwooleError(Exception):
     """Base of every error raised by tx_swoole on purpose."""
@@ -233,6 +235,58 @@ class TCPMessageTooLargeError(TCPClientError):
 
 class TCPWrongProcessError(TCPClientError):
     """A client used in a process other than the one that created it (after ``fork``)."""
+
+
+class MySQLError(SwooleError):
+    """Base of every MySQL client error (:mod:`tx_swoole.clients.mysql`)."""
+
+
+class MySQLConnectionError(MySQLError, ConnectionError):
+    """The connection was refused, failed, was lost or closed; the message has host:port.
+
+    A statement in progress on a lost connection may or may not have run; a transaction in
+    progress was rolled back by the server.
+    """
+
+
+class MySQLTimeoutError(MySQLError, TimeoutError):
+    """A connect or statement did not complete within its timeout.
+
+    A statement past its timeout is killed (``KILL QUERY`` from another connection) and its
+    answer dropped, or its connection closed: the next caller gets its own result.
+    """
+
+
+class MySQLServerError(MySQLError):
+    """The server answered with an error: ``errno`` (MySQL error code) and ``sqlstate``.
+
+    The connection stays usable.
+    """
+
+    def __init__(self, errno: int, sqlstate: str, message: str) -> None:
+        super().__init__(f"({errno}, {sqlstate}) {message}")
+        self.errno, self.sqlstate, self.message = errno, sqlstate, message
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.errno, self.sqlstate, self.message))
+
+
+class MySQLProtocolError(MySQLError):
+    """The server sent what the protocol does not allow, or asked for what this client does
+    not do; the connection is closed."""
+
+
+class MySQLPoolClosedError(MySQLError):
+    """The pool was closed with ``close()``; create a new pool."""
+
+
+class MySQLAcquireTimeoutError(MySQLTimeoutError):
+    """No connection became free within ``acquire_timeout``; raise the pool ``size``."""
+
+
+class MySQLWrongProcessError(MySQLError):
+    """A pool used in a process other than the one that created it (after ``fork``): create
+    clients in the ``worker_start`` hook of each worker."""
 
 
 class TaskError(SwooleError):

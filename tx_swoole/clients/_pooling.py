@@ -71,6 +71,7 @@ class Pool:
         self._fork = _base.GENERATION
         self._pid = os.getpid()
         self._sweeper: task.LoopingCall | None = None
+        self.sweepInterval = min(x for x in (command_timeout / 4, 1.0) if x > 0)
 
     def __reduce__(self) -> Any:
         raise self.errors.wrong_process(
@@ -95,6 +96,12 @@ class Pool:
 
     def _healthCheck(self, conn: Any) -> None:
         """Check an idle connection (a PING); failures close it."""
+
+    def _pick(self) -> Any:
+        """Take a connection out of ``shared`` for exclusive use: the least busy one."""
+        conn = min(self.shared, key=lambda c: len(c.pending))
+        self.shared.remove(conn)
+        return conn
 
     # -- connections -------------------------------------------------------------------------------
     def _check(self) -> Exception | None:
@@ -150,8 +157,7 @@ class Pool:
                 conn.exclusive = True
                 return conn
             if self.shared:
-                conn = min(self.shared, key=lambda c: len(c.pending))
-                self.shared.remove(conn)
+                conn = self._pick()
                 conn.exclusive = True
                 return conn
             await self._waitForRelease(deadline)
@@ -160,10 +166,7 @@ class Pool:
         if deadline is None:
             deadline = self.reactor.seconds() + (self.acquireTimeout or NEVER)
         remaining = deadline - self.reactor.seconds()
-        message = (
-            f"no connection to {self.address} free within acquire_timeout="
-            f"{self.acquireTimeout}s (size={self.size}); raise size or acquire_timeout"
-        )
+        message = self._acquireTimeoutMessage()
         if remaining <= 0:
             raise self.errors.acquire_timeout(message)
         d: defer.Deferred[None] = defer.Deferred()
@@ -177,6 +180,12 @@ class Pool:
         finally:
             if d in self._waiters:
                 self._waiters.remove(d)
+
+    def _acquireTimeoutMessage(self) -> str:
+        return (
+            f"no connection to {self.address} free within acquire_timeout="
+            f"{self.acquireTimeout}s (size={self.size}); raise size or acquire_timeout"
+        )
 
     def _release(self, conn: Any) -> None:
         conn.exclusive = False
@@ -206,10 +215,9 @@ class Pool:
     # -- housekeeping ------------------------------------------------------------------------------
     def _startSweeper(self) -> None:
         if self._sweeper is None:
-            interval = min(x for x in (self.commandTimeout / 4, 1.0) if x > 0)
             self._sweeper = task.LoopingCall(self._sweep)
             self._sweeper.clock = self.reactor
-            self._sweeper.start(interval, now=False)
+            self._sweeper.start(self.sweepInterval, now=False)
 
     def _sweep(self) -> None:
         now = self.reactor.seconds()

@@ -1,0 +1,663 @@
+"""Async MySQL/MariaDB client for any Twisted program: connections, a pool, transactions.
+
+``pool = MySQLPool(host, port, user=..., password=..., database=...)`` connects lazily on
+first use (create it in ``worker_start``: one pool per process).  Statements return Deferreds
+(``await`` them in ``async def``):
+
+- ``await pool.query(sql, args)`` runs ``COM_QUERY`` with ``%s`` / ``%(name)s`` parameters
+  escaped client-side (:func:`~tx_swoole.clients._mysql_protocol.escape`) and returns a
+  :class:`Result` (``rows``, ``dicts()``, ``scalar()``, ``affected_rows``, ``insert_id``;
+  ``next`` for the further result sets of a procedure or of ``multi_statements``);
+- ``await pool.execute(sql, args)`` runs a server-side prepared statement (binary protocol;
+  statements are prepared once per connection and cached);
+- ``async with pool.transaction() as tx:`` runs ``tx.query``/``tx.execute`` in one
+  transaction: committed at the end, rolled back on an exception;
+- ``async with pool.connection() as conn:`` checks a connection out for anything else.
+
+Types come back as Python's: integers, ``Decimal``, ``float``, ``datetime``/``date``/
+``timedelta``, JSON (MySQL's type, and MariaDB's columns of JSON format) parsed, ``None`` for
+NULL, ``bytes`` for binary columns, ``str`` for the rest.
+
+**A result never reaches the wrong caller.**  A connection runs one statement at a time and
+each answer is matched to its statement.  A statement past its timeout (or cancelled) fails
+at once for its caller with :class:`~tx_swoole.errors.MySQLTimeoutError`; the pool kills it
+(``KILL QUERY`` from a connection of its own) and its answer is dropped when it comes, so the
+connection serves the next caller with the next answer; if the answer does not come within
+``connect_timeout`` more, the connection is closed.  A connection is never given back to the
+pool inside a transaction: one left open there is closed (the server rolls it back).
+
+Resource handling: at most ``size`` connections, each holding one packet at a time in memory
+(at most ``max_packet`` bytes) and the result it builds; ``await pool.close()`` closes
+everything.  ``LOCAL INFILE`` is off; ``local_infile=DIR`` allows files under ``DIR`` only.
+Error handling: server errors are :class:`~tx_swoole.errors.MySQLServerError` with ``errno``
+and ``sqlstate`` (the connection stays usable); refused, lost and closed connections
+:class:`~tx_swoole.errors.MySQLConnectionError`; slow ones ``MySQLTimeoutError``; protocol
+violations ``MySQLProtocolError`` (the connection is closed).  After failed connects the pool
+backs off with jitter and fails at once meanwhile; used after ``fork`` it raises
+``MySQLWrongProcessError``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+from twisted.internet import defer, error
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IReactorUNIX
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from tx_swoole.clients import _base
+from tx_swoole.clients._base import fast_write
+from tx_swoole.clients._mysql_protocol import (
+    COM_PING,
+    COM_QUERY,
+    COM_QUIT,
+    COM_STMT_CLOSE,
+    COM_STMT_PREPARE,
+    MARIADB_EXTENDED_METADATA,
+    NO_BACKSLASH_ESCAPES,
+    STATUS_IN_TRANS,
+    Column,
+    Handshake,
+    PacketReader,
+    Reader,
+    Result,
+    Statement,
+    escape,
+    execute_packet,
+    interpolate,
+    packets,
+    read_ok,
+    read_prepare,
+    read_result,
+)
+from tx_swoole.clients._pooling import Errors, Pool
+from tx_swoole.errors import (
+    MySQLAcquireTimeoutError,
+    MySQLConnectionError,
+    MySQLError,
+    MySQLPoolClosedError,
+    MySQLProtocolError,
+    MySQLServerError,
+    MySQLTimeoutError,
+    MySQLWrongProcessError,
+)
+
+__all__ = [
+    "Column",
+    "MySQLConnection",
+    "MySQLPool",
+    "Result",
+    "Transaction",
+    "escape",
+]
+_ERRORS = Errors(MySQLError, MySQLConnectionError, MySQLTimeoutError, MySQLAcquireTimeoutError,
+                 MySQLPoolClosedError, MySQLWrongProcessError)  # fmt: skip
+_NEVER = float("inf")
+_INFILE_CHUNK = 1 << 16
+
+
+class _Command:
+    """One statement on a connection: its packets, the reader of its answer, its caller."""
+
+    __slots__ = ("conn", "payload", "reader", "deferred", "timeout", "timer", "abandoned", "sql",
+                 "deadline")  # fmt: skip
+
+    def __init__(self, conn: MySQLConnection | None, payload: bytes, reader: Reader,
+                 timeout: float, sql: str) -> None:  # fmt: skip
+        self.conn = conn
+        self.payload, self.reader, self.timeout, self.sql = payload, reader, timeout, sql
+        self.deferred: defer.Deferred[Any] = defer.Deferred(self._cancel)
+        self.timer: Any = None
+        self.deadline = _NEVER
+        self.abandoned = False  # the caller has its error; the answer is dropped when it comes
+
+    def _cancel(self, d: defer.Deferred[Any]) -> None:
+        if self.conn is not None:
+            self.conn.abandon(self)  # killed if it runs, dropped if it waits
+
+
+class MySQLConnection(Protocol):
+    """One connection: the handshake, then one statement at a time, queued in order."""
+
+    def __init__(self, pool: MySQLPool) -> None:
+        self.pool = pool
+        self.address = pool.address
+        self.clock: IReactorTime = pool.reactor
+        self.reader = PacketReader(pool.maxPacket)
+        self.handshake = Handshake(
+            pool.user, pool.password, pool.database, tls=pool.tls is not None,
+            secure_channel=pool.unixSocket is not None,
+            multi_statements=pool.multiStatements, local_infile=pool.localInfile is not None,
+            max_packet=pool.maxPacket,
+        )  # fmt: skip
+        self.ready: defer.Deferred[MySQLConnection] = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        self.closedReason: MySQLError | None = None
+        self.current: _Command | None = None
+        self.queue: deque[_Command] = deque()
+        self.statements: OrderedDict[str, Statement] = OrderedDict()
+        self.lastUsed = self.clock.seconds()
+        self.exclusive = False
+        self.extended = False
+        self.threadId = 0
+        self.serverVersion = ""
+        self.status = 0
+        self._write: Callable[[bytes], None] = lambda data: None
+        self._drainDeadline = _NEVER
+
+    # -- the pool's view ---------------------------------------------------------------------------
+    @property
+    def pending(self) -> bool:
+        """True while a statement runs or waits (an abandoned one too, until its answer)."""
+        return self.current is not None
+
+    @property
+    def inTransaction(self) -> bool:  # noqa: N802
+        """What the server said last: a transaction is open on this connection."""
+        return bool(self.status & STATUS_IN_TRANS)
+
+    def abort(self, reason: MySQLError) -> None:
+        self._fail(reason)
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def checkTimeout(self, now: float) -> None:
+        """Called by the pool's sweep: close a connection whose killed statement never ends."""
+        cmd = self.current
+        if cmd is not None and not cmd.abandoned and now >= cmd.deadline:
+            self._timedOut(cmd)
+        if self.current is not None and self.current.abandoned and now > self._drainDeadline:
+            self.abort(MySQLConnectionError(
+                f"{self.address}: a statement past its timeout did not end after KILL QUERY; "
+                "connection closed"))  # fmt: skip
+
+    # -- Twisted -----------------------------------------------------------------------------------
+    def connectionMade(self) -> None:
+        self._write = fast_write(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            payloads = self.reader.feed(data)
+        except MySQLProtocolError as e:
+            self.abort(MySQLProtocolError(f"{self.address}: {e}"))
+            return
+        for payload in payloads:
+            if self.transport is None or self.closedReason is not None:
+                return
+            if self.handshake.done:
+                self._answer(payload)
+            else:
+                self._handshake(payload)
+        self.lastUsed = self.clock.seconds()
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        if self.closedReason is None:
+            self._fail(MySQLConnectionError(f"connection to {self.address} lost"))
+        self.lost.callback(None)
+
+    def _fail(self, reason: MySQLError) -> None:
+        if self.closedReason is None:
+            self.closedReason = reason
+        if not self.ready.called:
+            self.ready.errback(reason)
+        commands = ([self.current] if self.current else []) + list(self.queue)
+        self.current = None
+        self.queue.clear()
+        for cmd in commands:
+            if cmd.timer is not None and cmd.timer.active():
+                cmd.timer.cancel()
+            if not cmd.deferred.called:
+                cmd.deferred.errback(type(reason)(str(reason)))
+
+    # -- the handshake -----------------------------------------------------------------------------
+    def _handshake(self, payload: bytes) -> None:
+        hs = self.handshake
+        try:
+            reply = hs.receive(payload, self.reader.seq)
+        except MySQLServerError as e:
+            self.abort(e)  # access denied, unknown database ...: errno and sqlstate kept
+            return
+        except MySQLError as e:
+            self.abort(type(e)(f"{self.address}: {e}"))
+            return
+        except Exception as e:
+            self.abort(MySQLProtocolError(f"{self.address}: bad handshake packet ({e})"))
+            return
+        if reply is not None:
+            self._send(reply, self.reader.seq)
+        if hs.startTLS:
+            transport: Any = self.transport
+            transport.startTLS(self.pool.tls)
+            self._write = transport.write
+            self._send(hs.response_after_tls(), self.reader.seq)
+        if hs.done:
+            self.threadId, self.serverVersion = hs.threadId, hs.serverVersion
+            self.status = hs.status
+            self.extended = bool(hs.capabilities & MARIADB_EXTENDED_METADATA)
+            self.ready.callback(self)
+
+    def _send(self, payload: bytes, seq: int) -> None:
+        data, self.reader.seq = packets(payload, seq)
+        self._write(data)
+
+    # -- statements --------------------------------------------------------------------------------
+    def command(self, payload: bytes, reader: Reader, timeout: float | None = None,
+                sql: str = "") -> defer.Deferred[Any]:  # fmt: skip
+        """Send ``payload`` (a command) when the ones before it are answered; the Deferred
+        fires with what ``reader`` makes of the answer."""
+        if self.closedReason is not None or self.transport is None:
+            return defer.fail(self.closedReason or MySQLConnectionError(f"{self.address}: closed"))
+        seconds = self.pool.queryTimeout if timeout is None else timeout
+        cmd = _Command(self, payload, reader, seconds, sql)
+        if self.current is None:
+            self._start(cmd)
+        else:
+            self.queue.append(cmd)
+        return cmd.deferred
+
+    def _start(self, cmd: _Command) -> None:
+        try:
+            next(cmd.reader)
+        except StopIteration:  # a command the server does not answer (COM_STMT_CLOSE)
+            self._send(cmd.payload, 0)
+            if self.queue:
+                self._start(self.queue.popleft())
+            return
+        self.current = cmd
+        if cmd.timeout:  # checked by the pool's sweep; a shorter one gets its own timer
+            if cmd.timeout < self.pool.sweepInterval:
+                cmd.timer = self.clock.callLater(cmd.timeout, self._timedOut, cmd)
+            else:
+                cmd.deadline = self.clock.seconds() + cmd.timeout
+        self._send(cmd.payload, 0)
+
+    def _answer(self, payload: bytes) -> None:
+        cmd = self.current
+        if cmd is None:
+            self.abort(MySQLProtocolError(f"{self.address}: a packet with no statement pending"))
+            return
+        try:
+            out = cmd.reader.send(payload)
+        except StopIteration as stop:
+            self._finish(cmd, stop.value, None)
+        except MySQLServerError as e:
+            self._finish(cmd, None, e)
+        except MySQLProtocolError as e:
+            self.abort(MySQLProtocolError(f"{self.address}: {e}"))
+        except Exception as e:  # a packet the reader could not parse: the stream is lost
+            self.abort(MySQLProtocolError(f"{self.address}: malformed packet ({e!r})"))
+        else:
+            if out is not None:  # the bytes of a LOCAL INFILE, then an empty packet
+                seq = self.reader.seq
+                for start in range(0, len(out), _INFILE_CHUNK):
+                    self._send(out[start : start + _INFILE_CHUNK], seq)
+                    seq = self.reader.seq
+                self._send(b"", seq)
+
+    def _finish(self, cmd: _Command, result: Any, failure: MySQLServerError | None) -> None:
+        self.current = None
+        if cmd.timer is not None and cmd.timer.active():
+            cmd.timer.cancel()
+        if isinstance(result, Result):
+            last = result
+            while last.next is not None:
+                last = last.next
+            self.status = last.status
+        elif result is not None and hasattr(result, "status"):  # an OK
+            self.status = result.status
+        if not cmd.deferred.called and not cmd.abandoned:
+            if failure is not None:
+                cmd.deferred.errback(failure)
+            else:
+                cmd.deferred.callback(result)
+        if self.queue:
+            self._start(self.queue.popleft())
+        else:
+            self.pool.statementEnded(self)
+
+    def _timedOut(self, cmd: _Command) -> None:
+        if cmd.deferred.called:
+            return
+        cmd.deferred.errback(MySQLTimeoutError(
+            f"statement on {self.address} timed out after {cmd.timeout}s (query_timeout); "
+            f"it is being killed: {cmd.sql[:80]!r}"))  # fmt: skip
+        self.abandon(cmd)
+
+    def abandon(self, cmd: _Command) -> None:
+        """The caller of ``cmd`` has given up: kill it if it runs, drop it if it waits."""
+        cmd.abandoned = True
+        if cmd in self.queue:
+            self.queue.remove(cmd)
+            return
+        if cmd is self.current:
+            self._drainDeadline = self.clock.seconds() + (self.pool.connectTimeout or 5.0)
+            self.pool.killStatement(self)
+
+    def query(self, sql: str, args: Any = None, timeout: float | None = None,
+              ) -> defer.Deferred[Result]:  # fmt: skip
+        """``COM_QUERY`` with ``args`` escaped into ``sql``; the :class:`Result`."""
+        try:
+            text = interpolate(sql, args, bool(self.status & NO_BACKSLASH_ESCAPES))
+        except (TypeError, ValueError, KeyError) as e:
+            return defer.fail(e)
+        reader = read_result(self.extended, False, self._infile)
+        return self.command(bytes((COM_QUERY,)) + text.encode(), reader, timeout, text)
+
+    async def prepare(self, sql: str, timeout: float | None = None) -> Statement:
+        """The prepared statement for ``sql`` on this connection (cached)."""
+        stmt = self.statements.get(sql)
+        if stmt is not None:
+            self.statements.move_to_end(sql)
+            return stmt
+        payload = bytes((COM_STMT_PREPARE,)) + sql.encode()
+        prepared = cast(Statement, await self.command(payload, read_prepare(sql), timeout, sql))
+        self.statements[sql] = prepared
+        if len(self.statements) > self.pool.statementCacheSize:
+            _, old = self.statements.popitem(last=False)
+            if self.transport is not None:  # COM_STMT_CLOSE has no answer
+                self._closeStatement(old)
+        return prepared
+
+    def _closeStatement(self, stmt: Statement) -> None:
+        payload = bytes((COM_STMT_CLOSE,)) + stmt.id.to_bytes(4, "little")
+        if self.current is None:
+            self._send(payload, 0)
+        else:
+            self.queue.append(_Command(None, payload, _no_answer(), 0, "COM_STMT_CLOSE"))
+
+    async def execute(self, sql: str, args: Sequence[Any] = (), timeout: float | None = None,
+                      ) -> Result:  # fmt: skip
+        """A prepared statement (binary protocol) with ``args``; the :class:`Result`."""
+        stmt = await self.prepare(sql, timeout)
+        payload = execute_packet(stmt, args)
+        return cast(Result, await self.command(
+            payload, read_result(self.extended, True, self._infile), timeout, sql))  # fmt: skip
+
+    def ping(self, timeout: float | None = None) -> defer.Deferred[Any]:
+        return self.command(bytes((COM_PING,)), read_ok(), timeout, "COM_PING")
+
+    def _infile(self, name: str) -> bytes:
+        """The contents of a LOCAL INFILE the server asks for: b"" (refused) unless the file
+        is under ``local_infile``."""
+        allowed = self.pool.localInfile
+        if allowed is None:
+            return b""
+        path = os.path.realpath(name)
+        if not path.startswith(os.path.realpath(allowed) + os.sep):
+            return b""
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+    def quit(self) -> None:
+        """Say goodbye (``COM_QUIT``) and close."""
+        transport: Any = self.transport
+        if transport is not None:
+            if self.current is None:
+                self._send(bytes((COM_QUIT,)), 0)
+            transport.loseConnection()
+
+
+def _no_answer() -> Reader:
+    """The reader of a command the server does not answer (``COM_STMT_CLOSE``)."""
+    return
+    yield  # a generator that ends at once
+
+
+class Transaction:
+    """Statements on one checked-out connection inside ``BEGIN`` ... ``COMMIT``."""
+
+    def __init__(self, conn: MySQLConnection) -> None:
+        self.connection = conn
+
+    def query(self, sql: str, args: Any = None, timeout: float | None = None,
+              ) -> defer.Deferred[Result]:  # fmt: skip
+        return self.connection.query(sql, args, timeout)
+
+    def execute(self, sql: str, args: Sequence[Any] = (), timeout: float | None = None,
+                ) -> defer.Deferred[Result]:  # fmt: skip
+        return defer.ensureDeferred(self.connection.execute(sql, args, timeout))
+
+
+class MySQLPool(Pool):
+    """A lazily connected pool of MySQL connections; see the module docstring.
+
+    ``unix_socket`` connects to a socket path instead of host:port; ``tls`` is an
+    ``IOpenSSLClientConnectionCreator`` (``optionsForClientTLS(host)``) for TLS after the
+    greeting.  Timeouts are seconds (0: none).  ``health_check_interval``: idle connections are
+    pinged this often; ``idle_timeout``: idle longer, they are closed (0: never).
+    """
+
+    errors = _ERRORS
+    kind = "MySQLPool"
+    shared: list[MySQLConnection]
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 3306,
+        *,
+        user: str = "root",
+        password: str = "",
+        database: str | None = None,
+        size: int = 10,
+        connect_timeout: float = 5.0,
+        query_timeout: float = 30.0,
+        acquire_timeout: float = 5.0,
+        unix_socket: str | None = None,
+        tls: Any = None,
+        multi_statements: bool = False,
+        local_infile: str | None = None,
+        max_packet: int = 64 * 1024 * 1024,
+        statement_cache_size: int = 256,
+        health_check_interval: float = 30.0,
+        idle_timeout: float = 0.0,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(
+            reactor, f"unix:{unix_socket}" if unix_socket else f"{host}:{port}", size,
+            connect_timeout, query_timeout, acquire_timeout, health_check_interval, idle_timeout,
+        )  # fmt: skip
+        self.host, self.port, self.unixSocket, self.tls = host, port, unix_socket, tls
+        self.user, self.password, self.database = user, password, database
+        self.queryTimeout = query_timeout
+        self.multiStatements = multi_statements
+        self.localInfile = local_infile
+        self.maxPacket = max_packet
+        self.statementCacheSize = statement_cache_size
+        self._draining: set[MySQLConnection] = set()
+        self._queued: deque[list[Any]] = deque()  # statements waiting for a free connection
+
+    # -- connections -------------------------------------------------------------------------------
+    def endpoint(self) -> Any:
+        timeout = self.connectTimeout or 30.0
+        if self.unixSocket:
+            return UNIXClientEndpoint(IReactorUNIX(self.reactor), self.unixSocket, timeout=timeout)
+        return TCP4ClientEndpoint(IReactorTCP(self.reactor), self.host, self.port, timeout=timeout)
+
+    async def _connect(self) -> MySQLConnection:
+        factory = Factory.forProtocol(lambda: MySQLConnection(self))
+        conn = cast(MySQLConnection, await self.endpoint().connect(factory))
+        ready = conn.ready
+        if self.connectTimeout:
+            ready.addTimeout(self.connectTimeout, self.reactor)
+        try:
+            return await ready
+        except defer.TimeoutError:
+            conn.abort(MySQLTimeoutError(f"{self.address}: no handshake within "
+                                         f"{self.connectTimeout}s"))  # fmt: skip
+            raise MySQLTimeoutError(
+                f"connect to {self.address} timed out after {self.connectTimeout}s (handshake)"
+            ) from None
+
+    def _reusable(self, conn: Any) -> bool:
+        return not conn.inTransaction
+
+    def _pick(self) -> Any:
+        return self.shared.pop()
+
+    def _release(self, conn: Any) -> None:
+        if conn.pending and conn.closedReason is None and not self._closed:
+            conn.exclusive = False
+            self._draining.add(conn)  # a killed statement still running: back when it ends
+            return
+        super()._release(conn)
+        if self._queued:
+            self._serveQueued()
+
+    def statementEnded(self, conn: MySQLConnection) -> None:
+        """A connection's abandoned statement has ended: it may serve again."""
+        if conn in self._draining:
+            self._draining.discard(conn)
+            self._release(conn)
+
+    def killStatement(self, conn: MySQLConnection) -> None:
+        """``KILL QUERY`` the statement running on ``conn``, from a connection of its own."""
+        d = defer.ensureDeferred(self._killFrom(conn.threadId))
+        d.addErrback(lambda f: conn.abort(MySQLConnectionError(
+            f"{self.address}: KILL QUERY failed ({f.value}); connection closed")))  # fmt: skip
+
+    async def _killFrom(self, thread_id: int) -> None:
+        killer = await self._connect()
+        try:
+            await killer.command(bytes((COM_QUERY,)) + b"KILL QUERY %d" % thread_id,
+                                 read_result(False), self.connectTimeout or 5.0)  # fmt: skip
+        finally:
+            killer.quit()
+
+    def _healthCheck(self, conn: Any) -> None:
+        conn.ping(self.connectTimeout or 5.0).addErrback(
+            lambda f: conn.abort(MySQLConnectionError(f"{self.address}: health check failed"))
+        )
+
+    # -- statements --------------------------------------------------------------------------------
+    def query(self, sql: str, args: Any = None, timeout: float | None = None,
+              ) -> defer.Deferred[Result]:  # fmt: skip
+        """``COM_QUERY`` on a free connection (see :meth:`MySQLConnection.query`); with none
+        free, queued for the next one (up to ``acquire_timeout``)."""
+        return self._statement(False, sql, args, timeout)
+
+    def execute(self, sql: str, args: Sequence[Any] = (), timeout: float | None = None,
+                ) -> defer.Deferred[Result]:  # fmt: skip
+        """A prepared statement on a free connection (see :meth:`MySQLConnection.execute`)."""
+        return self._statement(True, sql, args, timeout)
+
+    def _statement(self, prepared: bool, sql: str, args: Any,
+                   timeout: float | None) -> defer.Deferred[Result]:  # fmt: skip
+        shared = self.shared
+        if self._closed or self._fork != _base.GENERATION:
+            return defer.ensureDeferred(self._slow(prepared, sql, args, timeout))
+        if shared:
+            conn = shared.pop()
+            conn.exclusive = True
+            return self._run(conn, prepared, sql, args, timeout)
+        if len(self.connections) + self._connecting < self.size or not self.connections:
+            return defer.ensureDeferred(self._slow(prepared, sql, args, timeout))
+        entry: list[Any] = []
+        d: defer.Deferred[Result] = defer.Deferred(lambda _: self._unqueue(entry))
+        entry += [d, prepared, sql, args, timeout, self.reactor.seconds()]
+        self._queued.append(entry)
+        return d
+
+    def _run(self, conn: MySQLConnection, prepared: bool, sql: str, args: Any,
+             timeout: float | None) -> defer.Deferred[Result]:  # fmt: skip
+        if prepared:
+            d = defer.ensureDeferred(conn.execute(sql, args, timeout))
+        else:
+            d = conn.query(sql, args, timeout)
+        d.addBoth(self._releaseAfter, conn)
+        return d
+
+    async def _slow(self, prepared: bool, sql: str, args: Any, timeout: float | None) -> Result:
+        async with self.connection() as conn:
+            if prepared:
+                return await conn.execute(sql, args, timeout)
+            return await conn.query(sql, args, timeout)
+
+    def _unqueue(self, entry: list[Any]) -> None:
+        if entry in self._queued:
+            self._queued.remove(entry)
+
+    def _releaseAfter(self, result: Any, conn: MySQLConnection) -> Any:
+        self._release(conn)
+        return result
+
+    def _serveQueued(self) -> None:
+        """Statements queued for a connection: onto the free ones (callers of
+        ``connection()`` waiting go first)."""
+        while self._queued and self.shared and not self._waiters:
+            d, prepared, sql, args, timeout, _ = self._queued.popleft()
+            conn = self.shared.pop()
+            conn.exclusive = True
+            self._run(conn, prepared, sql, args, timeout).chainDeferred(d)
+
+    def _forget(self, conn: Any) -> None:
+        super()._forget(conn)
+        if self._queued and not self._closed:  # a connection less: a new one for the queue
+            d, prepared, sql, args, timeout, _ = self._queued.popleft()
+            defer.ensureDeferred(self._slow(prepared, sql, args, timeout)).chainDeferred(d)
+
+    def _sweep(self) -> None:
+        super()._sweep()
+        if self._queued and self.acquireTimeout:
+            late = self.reactor.seconds() - self.acquireTimeout
+            for entry in [e for e in self._queued if e[5] <= late]:
+                self._queued.remove(entry)
+                entry[0].errback(MySQLAcquireTimeoutError(self._acquireTimeoutMessage()))
+
+    def _failWaiters(self, error: Exception) -> None:
+        super()._failWaiters(error)
+        queued, self._queued = self._queued, deque()
+        for entry in queued:
+            if not entry[0].called:
+                entry[0].errback(type(error)(str(error)))
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[MySQLConnection]:
+        """Check a connection out exclusively; it is always given back (closed if it was left
+        inside a transaction)."""
+        problem = self._check()
+        if problem is not None:
+            raise problem
+        conn = cast(MySQLConnection, await self._acquire())
+        try:
+            yield conn
+        finally:
+            self._release(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """``BEGIN`` ... ``COMMIT`` on one connection; ``ROLLBACK`` on an exception (and the
+        connection closed if even that fails); a lost connection raises
+        :class:`MySQLConnectionError` (the server rolled back)."""
+        async with self.connection() as conn:
+            await conn.query("BEGIN")
+            try:
+                yield Transaction(conn)
+            except BaseException:
+                if conn.closedReason is None:
+                    try:
+                        await conn.query("ROLLBACK")
+                    except MySQLError:
+                        conn.abort(MySQLConnectionError(f"{self.address}: ROLLBACK failed"))
+                raise
+            await conn.query("COMMIT")
+
+    async def close(self) -> None:
+        """Close every connection; later calls fail with MySQLPoolClosedError."""
+        queued, self._queued = self._queued, deque()
+        for entry in queued:
+            entry[0].errback(MySQLPoolClosedError(f"pool for {self.address} is closed"))
+        for conn in list(self.connections):
+            if conn.current is None:
+                conn.quit()
+        await super().close()
