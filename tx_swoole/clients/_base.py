@@ -12,10 +12,12 @@ from functools import partial
 from typing import Any
 
 from twisted.internet import defer, error, tcp
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTCP, IReactorUNIX, IStreamClientEndpoint
 
 from tx_swoole.transport import own_hot_attributes, write_through
 
-__all__ = ["GENERATION", "advice", "connect_failure", "fast_write"]
+__all__ = ["GENERATION", "advice", "client_endpoint", "connect_failure", "fast_write"]
 GENERATION = 0  # read it as _base.GENERATION (a module attribute: it changes after a fork)
 
 
@@ -45,6 +47,18 @@ def connect_failure(e: BaseException, address: str, timeout: float) -> tuple[boo
     if isinstance(e, error.ConnectError) and "No such file" in str(e):
         return False, f"nothing listens on {address}: no such socket file"
     return False, f"cannot connect to {address}: {e}"
+
+
+def client_endpoint(reactor: Any, host: str, port: int, unix_socket: str | None, tls: Any,
+                    timeout: float) -> IStreamClientEndpoint:  # fmt: skip
+    """The endpoint a client connects with: a Unix socket path, or host:port (with TLS from the
+    first byte when ``tls`` is given); ``timeout`` 0 is Twisted's 30 s.  The reactor must
+    provide ``IReactorTCP`` / ``IReactorUNIX``."""
+    timeout = timeout or 30.0
+    if unix_socket:
+        return UNIXClientEndpoint(IReactorUNIX(reactor), unix_socket, timeout=timeout)
+    endpoint = TCP4ClientEndpoint(IReactorTCP(reactor), host, port, timeout=timeout)
+    return wrapClientTLS(tls, endpoint) if tls is not None else endpoint
 
 
 def fast_write(transport: Any) -> Callable[[bytes], None]:

@@ -266,8 +266,8 @@ class Handshake:
         self.plugin = ""
         self._stage = "greeting"
 
-    def receive(self, payload: bytes, seq: int) -> bytes | None:
-        """The payload to send next (at sequence id ``seq``), or None."""
+    def receive(self, payload: bytes) -> bytes | None:
+        """The payload to send next (at the sequence id that follows), or None."""
         if payload[:1] == b"\xff":
             raise server_error(payload)
         if self._stage == "greeting":
@@ -280,7 +280,7 @@ class Handshake:
             name, _, data = payload[1:].partition(b"\0")
             self.plugin = name.decode()
             self.scramble = data[:-1] if data.endswith(b"\0") else data
-            return self._authResponse()
+            return self._auth()
         if payload[:1] == b"\x01":  # more data (caching_sha2_password)
             return self._moreData(payload[1:])
         raise MySQLProtocolError(f"unexpected packet in the handshake: {payload[:1].hex()}")
@@ -365,9 +365,6 @@ class Handshake:
                 f"{', '.join(_PLUGINS)} (and mysql_clear_password over TLS)"
             )
         return plugin(self.password, self.scramble[:20])
-
-    def _authResponse(self) -> bytes:
-        return self._auth()
 
     def _moreData(self, data: bytes) -> bytes | None:
         if self.plugin != "caching_sha2_password":

@@ -10,17 +10,15 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
-    IReactorTCP,
     IReactorTime,
-    IReactorUNIX,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 from tx_swoole.clients import _base
+from tx_swoole.clients._base import client_endpoint
 from tx_swoole.clients._commands import (
     IRedisCommands,
     RedisCommands,
@@ -140,11 +138,8 @@ class RedisPool(Pool, RedisCommands, ScanCommands):
     def endpoint(self) -> IStreamClientEndpoint:
         """The client endpoint for this pool's address (TCP, TLS or Unix socket); the
         pool's reactor must then also provide ``IReactorTCP`` / ``IReactorUNIX``."""
-        timeout = self.connectTimeout or 30.0
-        if self.unixSocket:
-            return UNIXClientEndpoint(IReactorUNIX(self.reactor), self.unixSocket, timeout=timeout)
-        tcp = TCP4ClientEndpoint(IReactorTCP(self.reactor), self.host, self.port, timeout=timeout)
-        return wrapClientTLS(self.tls, tcp) if self.tls is not None else tcp
+        return client_endpoint(self.reactor, self.host, self.port, self.unixSocket, self.tls,
+                               self.connectTimeout)  # fmt: skip
 
     def auth_command(self) -> tuple[Any, ...] | None:
         """The AUTH command for new connections, or None without a password."""

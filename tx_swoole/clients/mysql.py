@@ -46,13 +46,12 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from twisted.internet import defer, error
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IReactorTCP, IReactorTime, IReactorUNIX
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from tx_swoole.clients import _base
-from tx_swoole.clients._base import fast_write
+from tx_swoole.clients._base import client_endpoint, fast_write
 from tx_swoole.clients._mysql_protocol import (
     COM_PING,
     COM_QUERY,
@@ -220,7 +219,7 @@ class MySQLConnection(Protocol):
     def _handshake(self, payload: bytes) -> None:
         hs = self.handshake
         try:
-            reply = hs.receive(payload, self.reader.seq)
+            reply = hs.receive(payload)
         except MySQLServerError as e:
             self.abort(e)  # access denied, unknown database ...: errno and sqlstate kept
             return
@@ -479,10 +478,9 @@ class MySQLPool(Pool):
 
     # -- connections -------------------------------------------------------------------------------
     def endpoint(self) -> Any:
-        timeout = self.connectTimeout or 30.0
-        if self.unixSocket:
-            return UNIXClientEndpoint(IReactorUNIX(self.reactor), self.unixSocket, timeout=timeout)
-        return TCP4ClientEndpoint(IReactorTCP(self.reactor), self.host, self.port, timeout=timeout)
+        """Plain TCP or a Unix socket: MySQL starts TLS after the greeting (see Handshake)."""
+        return client_endpoint(self.reactor, self.host, self.port, self.unixSocket, None,
+                               self.connectTimeout)  # fmt: skip
 
     async def _connect(self) -> MySQLConnection:
         factory = Factory.forProtocol(lambda: MySQLConnection(self))

@@ -43,11 +43,8 @@ from typing import Any, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, error, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
-    IReactorTCP,
     IReactorTime,
-    IReactorUNIX,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -56,7 +53,7 @@ from zope.interface import implementer
 
 from tx_swoole._log import SwooleLogger
 from tx_swoole.clients import _base
-from tx_swoole.clients._base import connect_failure, fast_write
+from tx_swoole.clients._base import client_endpoint, connect_failure, fast_write
 from tx_swoole.errors import (
     FrameTooLargeError,
     FramingError,
@@ -243,11 +240,8 @@ class TCPClient:
 
     # -- connecting ----------------------------------------------------------------------------
     def _endpoint(self) -> Any:
-        timeout = self.connectTimeout or 30.0
-        if self.unixSocket:
-            return UNIXClientEndpoint(IReactorUNIX(self.reactor), self.unixSocket, timeout=timeout)
-        tcp = TCP4ClientEndpoint(IReactorTCP(self.reactor), self.host, self.port, timeout=timeout)
-        return wrapClientTLS(self.tls, tcp) if self.tls is not None else tcp
+        return client_endpoint(self.reactor, self.host, self.port, self.unixSocket, self.tls,
+                               self.connectTimeout)  # fmt: skip
 
     def _check(self) -> None:
         if self._closed:
