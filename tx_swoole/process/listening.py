@@ -40,6 +40,14 @@ from tx_swoole.transport import (
 __all__ = ["Listening", "make_factory"]
 
 
+def _require_subclass(app: Any, base: type, name: str, config: ServerConfig | Listener) -> None:
+    """TypeError unless ``app`` is a subclass of ``base`` (``name``), as ``config.type`` needs."""
+    if not (isinstance(app, type) and issubclass(app, base)):
+        label = getattr(config, "label", "[server]")
+        raise TypeError(f"{label} app = {config.app!r} must be a subclass of {name} for "
+                        f"type = {config.type!r}")  # fmt: skip
+
+
 def make_factory(
     config: ServerConfig | Listener,
     app: Any,
@@ -51,11 +59,7 @@ def make_factory(
     ``http_app`` for plain HTTP requests)."""
     label = getattr(config, "label", "[server]")
     if config.type == "tcp":
-        if not (isinstance(app, type) and issubclass(app, TrackedProtocol)):
-            raise TypeError(
-                f"{label} app = {config.app!r} must be a subclass of "
-                "tx_swoole.protocols.tcp.TCPProtocol for type = 'tcp'"
-            )
+        _require_subclass(app, TrackedProtocol, "tx_swoole.protocols.tcp.TCPProtocol", config)
         return ConnectionTable(app, config.settings, reactor=reactor)
     s = config.settings
     if s.enable_static_handler and config.type in ("http", "websocket"):
@@ -70,11 +74,8 @@ def make_factory(
     if config.type == "websocket":
         from tx_swoole.protocols.websocket import WebSocketFactory, WebSocketProtocol
 
-        if not (isinstance(app, type) and issubclass(app, WebSocketProtocol)):
-            raise TypeError(
-                f"{label} app = {config.app!r} must be a subclass of "
-                "tx_swoole.protocols.websocket.WebSocketProtocol for type = 'websocket'"
-            )
+        _require_subclass(app, WebSocketProtocol,
+                          "tx_swoole.protocols.websocket.WebSocketProtocol", config)  # fmt: skip
         if http_app is not None and not callable(http_app):
             raise TypeError(f"{label} http_app = {config.http_app!r} must be "
                             "callable(request, response)")  # fmt: skip
@@ -108,9 +109,7 @@ class Listening:
         if x.type == "udp":
             from tx_swoole.protocols.udp import DatagramServer, UDPProtocol
 
-            if not (isinstance(app, type) and issubclass(app, UDPProtocol)):
-                raise TypeError(f"{x.label} app = {x.app!r} must be a subclass of "
-                                "tx_swoole.protocols.udp.UDPProtocol for type = 'udp'")  # fmt: skip
+            _require_subclass(app, UDPProtocol, "tx_swoole.protocols.udp.UDPProtocol", x)
             handler = app()
             handler.server = self.server
             self.datagrams = DatagramServer(handler, x.settings, self.reactor)

@@ -172,7 +172,7 @@ class MasterService(Service):
         self.spawn = spawn or reactor.spawnProcess
         self.executable = executable
         self.reactorName = reactor_name  # twistd --reactor: workers use it too
-        self.sockets = sockets or []
+        self.sockets = sockets or []  # [server]'s, when the caller bound them
         self.listenerSockets: list[list[socket.socket]] = []
         self.statusPath = os.path.abspath(pidfile) + ".status.json" if pidfile else None
         self.generation = 1
@@ -207,7 +207,6 @@ class MasterService(Service):
                     sock.close()
                 raise
             self.listenerSockets = bound
-            self.sockets = self.listenerSockets[0]
         super().privilegedStartService()
 
     def _bind(self, x: Listener) -> list[socket.socket]:
