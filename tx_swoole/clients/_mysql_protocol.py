@@ -674,7 +674,7 @@ def read_result(extended: bool, binary: bool = False,
             n = len(columns)
             while True:
                 payload = yield
-                if payload[:1] == b"\xfe" and len(payload) < 9:
+                if is_eof(payload):
                     last.warnings, last.status = struct.unpack_from("<HH", payload, 1)
                     break
                 if payload[:1] == b"\xff":
