@@ -114,6 +114,8 @@ async def test_multiple_result_sets_big_packets_and_prepared_cache(pools: Any) -
     await pool.execute("INSERT INTO blobs VALUES (?)", (big,))
     assert (await pool.query("SELECT b FROM blobs")).scalar() == big
     assert (await pool.execute("SELECT LENGTH(b), b FROM blobs")).one() == (len(big), big)
+    with pytest.raises(TypeError, match="takes 1 parameters, 2 given"):
+        await pool.execute("SELECT ?", (1, 2))
     for i in range(5):  # more statements than the cache holds: old ones closed, all work
         assert (await pool.execute(f"SELECT ? + {i}", (1,))).scalar() == 1 + i
     multi = pools(multi_statements=False)

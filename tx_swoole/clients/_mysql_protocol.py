@@ -386,7 +386,8 @@ class Handshake:
 class Column:
     """One column of a result: name, table, type code, flags, charset, decimals."""
 
-    __slots__ = ("name", "table", "type", "flags", "charset", "decimals", "length", "format")
+    __slots__ = ("name", "table", "type", "flags", "charset", "decimals", "length", "format",
+                 "convert")  # fmt: skip
 
     def __init__(self, payload: bytes, extended: bool) -> None:
         pos = 0
@@ -411,6 +412,7 @@ class Column:
         self.charset, self.length, self.type, self.flags, self.decimals = struct.unpack_from(
             "<HIBHB", payload, pos
         )
+        self.convert = text_converter(self)  # how its values become Python
 
     def __repr__(self) -> str:
         return f"Column({self.name!r}, type={self.type})"
@@ -635,13 +637,19 @@ def read_ok() -> Reader:
     return OK(payload)
 
 
+COLUMN_CACHE_SIZE = 512
+
+
 def read_result(extended: bool, binary: bool = False,
-                infile: Callable[[str], Any] | None = None) -> Reader:  # fmt: skip
+                infile: Callable[[str], Any] | None = None,
+                known: dict[bytes, Column] | None = None) -> Reader:  # fmt: skip
     """The answer to ``COM_QUERY`` (text rows) or ``COM_STMT_EXECUTE`` (``binary``): a
     :class:`Result` chained through ``next`` for multiple result sets.
 
     A ``LOCAL INFILE`` request is answered by ``infile(name)``: it returns the bytes to send
     (an empty reply refuses it); the reader yields them back to the caller as a bytes value.
+    ``known``: column definitions already parsed on this connection, by their bytes (a
+    statement run again sends the same ones), kept up to ``COLUMN_CACHE_SIZE``.
     """
     first = last = Result()
     while True:
@@ -664,12 +672,19 @@ def read_result(extended: bool, binary: bool = False,
             columns = []
             for _ in range(count or 0):
                 payload = yield
-                columns.append(Column(payload, extended))
+                col = known.get(payload) if known is not None else None
+                if col is None:
+                    col = Column(payload, extended)
+                    if known is not None:  # a statement run again sends the same definitions
+                        if len(known) >= COLUMN_CACHE_SIZE:
+                            known.clear()
+                        known[payload] = col
+                columns.append(col)
             payload = yield
             if not is_eof(payload):
                 raise MySQLProtocolError("no EOF after the column definitions")
             last.columns = columns
-            convs = [text_converter(c) for c in columns]
+            convs = [c.convert for c in columns]
             rows = last.rows
             n = len(columns)
             while True:

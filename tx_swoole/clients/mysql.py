@@ -141,6 +141,7 @@ class MySQLConnection(Protocol):
         self.current: _Command | None = None
         self.queue: deque[_Command] = deque()
         self.statements: OrderedDict[str, Statement] = OrderedDict()
+        self.columns: dict[bytes, Column] = {}  # column definitions seen, by their bytes
         self.lastUsed = self.clock.seconds()
         self.exclusive = False
         self.extended = False
@@ -346,7 +347,7 @@ class MySQLConnection(Protocol):
             text = interpolate(sql, args, bool(self.status & NO_BACKSLASH_ESCAPES))
         except (TypeError, ValueError, KeyError) as e:
             return defer.fail(e)
-        reader = read_result(self.extended, False, self._infile)
+        reader = read_result(self.extended, False, self._infile, self.columns)
         return self.command(bytes((COM_QUERY,)) + text.encode(), reader, timeout, text)
 
     async def prepare(self, sql: str, timeout: float | None = None) -> Statement:
@@ -371,13 +372,27 @@ class MySQLConnection(Protocol):
         else:
             self.queue.append(_Command(None, payload, _no_answer(), 0, "COM_STMT_CLOSE"))
 
-    async def execute(self, sql: str, args: Sequence[Any] = (), timeout: float | None = None,
-                      ) -> Result:  # fmt: skip
+    def execute(self, sql: str, args: Sequence[Any] = (), timeout: float | None = None,
+                ) -> defer.Deferred[Result]:  # fmt: skip
         """A prepared statement (binary protocol) with ``args``; the :class:`Result`."""
-        stmt = await self.prepare(sql, timeout)
-        payload = execute_packet(stmt, args)
-        return cast(Result, await self.command(
-            payload, read_result(self.extended, True, self._infile), timeout, sql))  # fmt: skip
+        stmt = self.statements.get(sql)
+        if stmt is None:  # prepared first, then run
+            return defer.ensureDeferred(self._prepareAndRun(sql, args, timeout))
+        self.statements.move_to_end(sql)
+        return self._run(stmt, args, timeout)
+
+    async def _prepareAndRun(self, sql: str, args: Sequence[Any], timeout: float | None,
+                             ) -> Result:  # fmt: skip
+        return await self._run(await self.prepare(sql, timeout), args, timeout)
+
+    def _run(self, stmt: Statement, args: Sequence[Any],
+             timeout: float | None) -> defer.Deferred[Result]:  # fmt: skip
+        try:
+            payload = execute_packet(stmt, args)
+        except TypeError as e:
+            return defer.fail(e)
+        reader = read_result(self.extended, True, self._infile, self.columns)
+        return self.command(payload, reader, timeout, stmt.sql)
 
     def ping(self, timeout: float | None = None) -> defer.Deferred[Any]:
         return self.command(bytes((COM_PING,)), read_ok(), timeout, "COM_PING")
@@ -424,7 +439,7 @@ class Transaction:
 
     def execute(self, sql: str, args: Sequence[Any] = (), timeout: float | None = None,
                 ) -> defer.Deferred[Result]:  # fmt: skip
-        return defer.ensureDeferred(self.connection.execute(sql, args, timeout))
+        return self.connection.execute(sql, args, timeout)
 
 
 class MySQLPool(Pool):
@@ -568,10 +583,7 @@ class MySQLPool(Pool):
 
     def _run(self, conn: MySQLConnection, prepared: bool, sql: str, args: Any,
              timeout: float | None) -> defer.Deferred[Result]:  # fmt: skip
-        if prepared:
-            d = defer.ensureDeferred(conn.execute(sql, args, timeout))
-        else:
-            d = conn.query(sql, args, timeout)
+        d = conn.execute(sql, args, timeout) if prepared else conn.query(sql, args, timeout)
         d.addBoth(self._releaseAfter, conn)
         return d
 
