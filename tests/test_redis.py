@@ -441,3 +441,19 @@ async def test_idle_connections_health_checked_and_evicted(pools) -> None:
     assert health and "cmd=ping" in health[0]
     assert evicted.connections == set()
     assert await evicted.get("x") is None  # a new connection on demand
+
+    # both: the pings keep it checked, and do not count as use (it is still evicted)
+    both = pools(size=1, health_check_interval=0.2, idle_timeout=1.0, command_timeout=1)
+    await both.execute("CLIENT", "SETNAME", "both")
+    deadline = reactor.seconds() + 10
+
+    async def pinged() -> bool:
+        lines = (await admin.execute("CLIENT", "LIST")).decode().splitlines()
+        return any("name=both" in line and "cmd=ping" in line for line in lines)
+
+    while not await pinged():
+        assert reactor.seconds() < deadline, "no health check"
+        await sleep(0.05)
+    while both.connections:
+        assert reactor.seconds() < deadline, "pinged connections were never evicted"
+        await sleep(0.05)

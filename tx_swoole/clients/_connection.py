@@ -161,6 +161,7 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
     def dataReceived(self, data: bytes) -> None:
         replies = self.parse(data)
         pending = self.pending
+        self.lastUsed = self.clock.seconds()  # (before the callbacks: see Pool._healthCheck)
         for reply in replies:
             if not pending:
                 self.abort(RedisProtocolError(f"{self.address}: reply with no command pending"))
@@ -179,7 +180,6 @@ class RedisConnection(Protocol, RedisCommands, ScanCommands):
                     target.callback(transform(reply))
                 except Exception:
                     target.errback(Failure())
-        self.lastUsed = self.clock.seconds()
 
     def checkTimeout(self, now: float) -> None:
         """Called by the pool's sweep: abort if the oldest pending command is overdue.

@@ -91,8 +91,9 @@ class RedisPool(Pool, RedisCommands, ScanCommands):
     def _reusable(self, conn: Any) -> bool:
         return not (conn.dirty or conn.pending)
 
-    def _healthCheck(self, conn: Any) -> None:
-        conn.ping().addErrback(lambda f: None)
+    def _ping(self, conn: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = conn.ping()
+        return d.addErrback(lambda f: None)
 
     # -- command path --------------------------------------------------------------------------
     def _call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:

@@ -3,7 +3,7 @@ acquire timeout, the fork guard, idle eviction and health checks, closing.
 
 A pool subclass says how to connect (``_connect``), which errors it raises (``errors``), whether
 a connection given back may be used again (``_reusable``) and how to check an idle one
-(``_healthCheck``).  Connections provide ``lost`` (a Deferred fired when gone),
+(``_ping``).  Connections provide ``lost`` (a Deferred fired when gone),
 ``closedReason``, ``exclusive``, ``lastUsed``, ``pending`` (true while busy), ``abort(reason)``
 and ``checkTimeout(now)``.
 """
@@ -72,6 +72,7 @@ class Pool:
         self._pid = os.getpid()
         self._sweeper: task.LoopingCall | None = None
         self.sweepInterval = min(x for x in (command_timeout / 4, 1.0) if x > 0)
+        self._pingedAt: dict[Any, float] = {}  # when the health check last pinged each
 
     def __reduce__(self) -> Any:
         raise self.errors.wrong_process(
@@ -94,8 +95,23 @@ class Pool:
         """Whether a connection given back may serve again (else it is closed)."""
         return not conn.pending
 
+    def _ping(self, conn: Any) -> defer.Deferred[Any]:
+        """PING ``conn`` (failures handled: closed or ignored)."""
+        raise NotImplementedError
+
     def _healthCheck(self, conn: Any) -> None:
-        """Check an idle connection (a PING); failures close it."""
+        """PING an idle connection.  A ping is not a use: its answer leaves ``lastUsed`` as
+        the callers left it (unless a caller's command is in flight too), so ``idle_timeout``
+        still counts from the last caller."""
+        before = conn.lastUsed
+        self._pingedAt[conn] = self.reactor.seconds()
+
+        def answered(result: Any) -> Any:
+            if not conn.pending:
+                conn.lastUsed = before
+            return result
+
+        self._ping(conn).addCallback(answered)
 
     def _pick(self) -> Any:
         """Take a connection out of ``shared`` for exclusive use: the least busy one."""
@@ -144,6 +160,7 @@ class Pool:
 
     def _forget(self, conn: Any) -> None:
         self.connections.discard(conn)
+        self._pingedAt.pop(conn, None)
         if conn in self.shared:
             self.shared.remove(conn)
         self._wakeOne()
@@ -228,7 +245,11 @@ class Pool:
                 continue
             if self.idleTimeout and idle > self.idleTimeout:
                 conn.abort(self.errors.connection(f"{self.address}: idle connection closed"))
-            elif self.healthCheckInterval and idle > self.healthCheckInterval:
+            elif (
+                self.healthCheckInterval
+                and idle > self.healthCheckInterval
+                and (now - self._pingedAt.get(conn, 0.0) > self.healthCheckInterval)
+            ):
                 self._healthCheck(conn)
 
     async def close(self) -> None:
