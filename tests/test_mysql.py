@@ -328,3 +328,33 @@ def test_mysql_users_example_reads_writes_and_survives_an_outage(
     finally:
         for key in env:
             del os.environ[key]
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_checks_idle_eviction_and_close_with_statements_queued(pools: Any) -> None:
+    admin = pools(size=1, health_check_interval=0)
+
+    async def pings() -> int:  # COM_PING counts as an admin command
+        r = await admin.query("SHOW GLOBAL STATUS LIKE 'Com_admin_commands'")
+        return int(r.one()[1])  # type: ignore[index]
+
+    before = await pings()
+    pool = pools(size=1, health_check_interval=0.2, idle_timeout=1.5, query_timeout=2)
+    await pool.query("SELECT 1")
+    [conn] = list(pool.connections)
+    deadline = reactor.seconds() + 15
+    while await pings() == before:  # pinged while idle
+        assert reactor.seconds() < deadline, "no health check"
+        await sleep(0.05)
+    while pool.connections:  # and still closed once idle past idle_timeout: pings are no use
+        assert reactor.seconds() < deadline, "pinged connections were never evicted"
+        await sleep(0.05)
+    assert conn.closedReason is not None and "idle connection closed" in str(conn.closedReason)
+    assert (await pool.query("SELECT 2")).scalar() == 2  # a new one, made on demand
+    running = pool.query("SELECT SLEEP(0.3)")
+    queued = pool.query("SELECT 3")  # waits for the only connection
+    await pool.close()
+    with pytest.raises(MySQLPoolClosedError):
+        await queued
+    with pytest.raises((MySQLPoolClosedError, MySQLConnectionError)):
+        await running

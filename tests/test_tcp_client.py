@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, ssl, task
 from twisted.internet.protocol import Factory, Protocol
 
 from tx_swoole.clients.tcp import TCPClient
@@ -26,7 +26,7 @@ from tx_swoole.errors import (
 )
 from tx_swoole.transport import listen_tcp
 
-from .support import ROOT, Twistd, write_config
+from .support import ROOT, Twistd, make_certificates, write_config
 
 pytestmark = pytest.mark.integration
 FRAMED = {"open_length_check": True, "package_length_type": "N", "package_length_offset": 0,
@@ -261,3 +261,25 @@ def test_a_client_belongs_to_its_process() -> None:
         os._exit(1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_unread_messages_pause_reading_and_tls(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    tls_settings = {"ssl_cert_file": str(certs["server"]), "ssl_key_file": str(certs["server_key"])}
+    with serve(tmp_path, **tls_settings) as proc:
+        port = proc.port()
+        ca = ssl.Certificate.loadPEM(certs["ca"].read_bytes())
+        client = TCPClient("127.0.0.1", port, settings=FRAMED, max_queued=10,
+                           tls=ssl.optionsForClientTLS("localhost", trustRoot=ca))  # fmt: skip
+        try:
+            assert await client.request(frame(b"over tls")) == frame(b"over tls")
+            for i in range(50):  # echoed, and nobody reads them yet
+                await client.send(frame(b"m%d" % i))
+            await until(lambda: client._paused)  # reading paused at max_queued
+            assert len(client._inbox) <= 50
+            got = [await client.recv() for _ in range(50)]
+            assert got == [frame(b"m%d" % i) for i in range(50)]  # in order, none lost
+            assert not client._paused
+        finally:
+            await client.close()

@@ -188,6 +188,7 @@ class MySQLConnection(Protocol):
         except MySQLProtocolError as e:
             self.abort(MySQLProtocolError(f"{self.address}: {e}"))
             return
+        self.lastUsed = self.clock.seconds()  # (before the callbacks: see Pool._healthCheck)
         for payload in payloads:
             if self.transport is None or self.closedReason is not None:
                 return
@@ -195,11 +196,10 @@ class MySQLConnection(Protocol):
                 self._answer(payload)
             else:
                 self._handshake(payload)
-        self.lastUsed = self.clock.seconds()
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
-        if self.closedReason is None:
-            self._fail(MySQLConnectionError(f"connection to {self.address} lost"))
+        # (closedReason may be set already, by the pool's close: the callers still hear it)
+        self._fail(self.closedReason or MySQLConnectionError(f"connection to {self.address} lost"))
         self.lost.callback(None)
 
     def _fail(self, reason: MySQLError) -> None:
@@ -547,8 +547,9 @@ class MySQLPool(Pool):
         finally:
             killer.quit()
 
-    def _healthCheck(self, conn: Any) -> None:
-        conn.ping(self.connectTimeout or 5.0).addErrback(
+    def _ping(self, conn: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = conn.ping(self.connectTimeout or 5.0)
+        return d.addErrback(
             lambda f: conn.abort(MySQLConnectionError(f"{self.address}: health check failed"))
         )
 
