@@ -7,7 +7,8 @@ primary-key SELECTs from 50 concurrent callers over a pool of 10 connections, th
 10,000-row SELECT 20 times (rows/s).  Clients alternate (A B C ...) for ROUNDS rounds; prints
 the medians and the ratios.  The peers run from ``/tmp/mysql-peers`` (``python3 -m venv
 /tmp/mysql-peers && /tmp/mysql-peers/bin/pip install aiomysql asyncmy pymysql twisted``).
-``mariadb-slap`` runs 50 connections (it has no pool): the server's ceiling for this query.
+``mariadb-slap`` (no pool) runs with 50 connections, the callers' concurrency, and with 10, the
+pools' size: the higher is the ceiling the server sets for this query.
 """
 
 from __future__ import annotations
@@ -131,10 +132,10 @@ def fill(server: MariaDB) -> None:
                     f"-p{PASSWORD}", "-e", sql], check=True)  # fmt: skip
 
 
-def slap(server: MariaDB, n: int) -> float:
+def slap(server: MariaDB, n: int, concurrency: int) -> float:
     out = subprocess.run(
         ["mariadb-slap", "-h127.0.0.1", f"-P{server.port}", f"-u{USER}", f"-p{PASSWORD}",
-         "--concurrency=50", "--iterations=1", f"--number-of-queries={n}",
+         f"--concurrency={concurrency}", "--iterations=1", f"--number-of-queries={n}",
          f"--create-schema={DATABASE}", "--query=SELECT v FROM kv WHERE id = 500"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
@@ -151,7 +152,8 @@ def main() -> None:
                ("aiomysql", PEER_PY, AIOMYSQL, []), ("asyncmy", PEER_PY, ASYNCMY, []),
                ("pymysql+adbapi", PEER_PY, ADBAPI, [])]  # fmt: skip
     results: dict[str, list[tuple[float, float]]] = {c[0]: [] for c in clients}
-    results["mariadb-slap"] = []
+    results["mariadb-slap -c50"] = []
+    results["mariadb-slap -c10"] = []
     with tempfile.TemporaryDirectory() as tmp:
         server = MariaDB(Path(tmp))
         server.start()
@@ -168,8 +170,9 @@ def main() -> None:
                     results[name].append((float(m.group(1)), float(m.group(2))))
                     print(out.stdout.strip())
                     time.sleep(0.2)
-                results["mariadb-slap"].append((slap(server, n), 0.0))
-                print(f"mariadb-slap pk {results['mariadb-slap'][-1][0]:.0f}")
+                for c in (50, 10):
+                    results[f"mariadb-slap -c{c}"].append((slap(server, n, c), 0.0))
+                    print(f"mariadb-slap -c{c} pk {results[f'mariadb-slap -c{c}'][-1][0]:.0f}")
         finally:
             server.stop()
     medians = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))

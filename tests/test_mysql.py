@@ -82,6 +82,9 @@ async def test_typed_results_escaping_and_server_errors(pools: Any) -> None:
                            when.date(), -datetime.timedelta(hours=30, minutes=1, seconds=0.5),
                            {"a": [1, 2]}, nasty, binary, None, 2024), how  # fmt: skip
     assert r.names[:3] == ["i", "u", "d"]
+    pairs = await pool.query("SELECT seq, CONCAT('n', seq) FROM seq_1_to_3")
+    assert pairs == [(1, "n1"), (2, "n2"), (3, "n3")] and isinstance(pairs, list)  # the rows
+    assert ins == [] and not ins  # a statement without rows: an empty list
     assert (await pool.query("SELECT COUNT(*) FROM typed")).scalar() == 1  # not dropped
     assert (await pool.query("SELECT %(a)s + %(b)s AS x", {"a": 2, "b": 3})).dicts() == [{"x": 5}]
     assert (await pool.query("SELECT 1 IN %s", ([1, 2, 3],))).scalar() == 1
@@ -182,6 +185,29 @@ async def test_a_timed_out_query_is_killed_and_the_next_caller_gets_its_own(pool
     with pytest.raises(defer.CancelledError):
         await d
     assert (await pool.query("SELECT 'after cancel'")).scalar() == "after cancel"
+    # statements queued in the pool behind a running one: one cancelled while it waits, one
+    # refused for its arguments, one started and then cancelled; the connection serves on
+    # (a text query, then a statement that is prepared first, both cancelled once running)
+    for start in (
+        lambda: pool.query("SELECT SLEEP(30), %s", ("started",), timeout=0),
+        lambda: pool.execute("SELECT SLEEP(30), ?", ("started",), timeout=0),
+    ):
+        first = pool.query("SELECT SLEEP(0.3), 'first'")
+        waiting = pool.query("SELECT 'never sent'")
+        refused = pool.query("SELECT %s", (object(),))
+        started = start()
+        waiting.cancel()
+        assert (await first)[0][1] == "first"
+        with pytest.raises(TypeError, match="cannot escape"):
+            await refused
+        await sleep(0.2)
+        started.cancel()
+        with pytest.raises(defer.CancelledError):
+            await waiting
+        with pytest.raises(defer.CancelledError):
+            await started
+        assert (await pool.execute("SELECT ?", ("served",))) == [("served",)]
+        assert list(pool.connections) == [conn]
     with pytest.raises(MySQLAcquireTimeoutError, match="acquire_timeout=0.2s"):
         busy = pools(size=1, acquire_timeout=0.2, query_timeout=5)
         slow = busy.query("SELECT SLEEP(1)")

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tx_swoole.clients import _mysql_protocol as p
+from tx_swoole.clients import _mysql as p
 from tx_swoole.errors import MySQLProtocolError, MySQLServerError
 
 SCRAMBLE = b"abcdefghijklmnopqrst"  # 20 bytes, as servers send
@@ -151,11 +151,12 @@ def column(name: str, ctype: int, charset: int = 45, flags: int = 0) -> bytes:
             + b"\x0c" + struct.pack("<HIBHB", charset, 10, ctype, flags, 0) + b"\0\0")  # fmt: skip
 
 
-def run(reader: p.Reader, payloads: list[bytes]) -> object:
+def run(reader: p.Reader, payloads: list[bytes], whole: bool = False) -> object:
+    """Feed ``payloads`` one read each (or all in one read with ``whole``)."""
     next(reader)
-    for payload in payloads:
+    for batch in [payloads] if whole else [[payload] for payload in payloads]:
         try:
-            reader.send(payload)
+            reader.send(batch)
         except StopIteration as stop:
             return stop.value
     raise AssertionError("the reader wanted more")
@@ -188,6 +189,33 @@ def test_text_and_binary_rows_convert_every_type() -> None:
     r = run(p.read_result(False, binary=True), [b"\x0a", *cols, EOF_PACKET, binary_row,
                                                  EOF_PACKET])  # fmt: skip
     assert isinstance(r, p.Result) and r.rows == [want]
+    again = run(p.read_result(False, binary=True), [b"\x0a", *cols, EOF_PACKET, binary_row,
+                                                     EOF_PACKET], whole=True)  # fmt: skip
+    assert isinstance(again, p.Result) and again.rows == [want]
+
+
+def test_answers_in_one_read_or_many_and_packets_after_the_end() -> None:
+    more = b"\xfe\x00\x00\x0a\x00"  # EOF with SERVER_MORE_RESULTS_EXISTS
+    ok = b"\x00\x01\x00\x02\x00\x00\x00"
+    answer = [b"\x01", column("v", p.T_LONG), EOF_PACKET, b"\x011", b"\x012", more, ok]
+    for whole in (False, True):
+        r = run(p.read_result(False), answer, whole)
+        assert isinstance(r, p.Result) and r.rows == [(1,), (2,)]
+        assert r.next is not None and r.next.affected_rows == 1 and r.next.next is None
+    with pytest.raises(MySQLProtocolError, match="1 packet\\(s\\) after the end of an answer"):
+        run(p.read_result(False), [b"\x01", column("v", p.T_LONG), EOF_PACKET, b"\x011",
+                                   EOF_PACKET, ok], whole=True)  # fmt: skip
+    with pytest.raises(MySQLProtocolError, match="after the end of an answer"):
+        run(p.read_ok(), [ok, ok], whole=True)
+    prepare_ok = b"\x00" + struct.pack("<IHH", 7, 1, 2) + b"\x00\x00\x00"
+    defs = [prepare_ok, b"param", b"param", EOF_PACKET, b"col", EOF_PACKET]
+    for whole in (False, True):
+        stmt = run(p.read_prepare("SELECT ?, ?"), defs, whole)
+        assert isinstance(stmt, p.Statement) and (stmt.id, stmt.params, stmt.columns) == (7, 2, 1)
+    with pytest.raises(MySQLProtocolError, match="no EOF after the parameter"):
+        run(p.read_prepare("SELECT ?, ?"), [prepare_ok, b"param", b"param", b"col"], True)
+    bare = b"\x00" + struct.pack("<IHH", 8, 0, 0) + b"\x00\x00\x00"
+    assert isinstance(run(p.read_prepare("DO 1"), [bare]), p.Statement)
 
 
 def test_escaping_and_interpolation() -> None:
@@ -214,6 +242,6 @@ def test_server_errors_in_results_and_local_infile_refusal() -> None:
         run(p.read_result(False), [b"\xff\x7a\x04#42S02Table 'x' doesn't exist"])
     refused = p.read_result(False, infile=lambda name: b"")
     next(refused)
-    assert refused.send(b"\xfb/etc/passwd") == b""  # the empty reply refuses it
+    assert refused.send([b"\xfb/etc/passwd"]) == b""  # the empty reply refuses it
     with pytest.raises(MySQLProtocolError, match="LOCAL INFILE unasked"):
         run(p.read_result(False), [b"\xfb/etc/passwd"])

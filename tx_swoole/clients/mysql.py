@@ -5,7 +5,7 @@ first use (create it in ``worker_start``: one pool per process).  Statements ret
 (``await`` them in ``async def``):
 
 - ``await pool.query(sql, args)`` runs ``COM_QUERY`` with ``%s`` / ``%(name)s`` parameters
-  escaped client-side (:func:`~tx_swoole.clients._mysql_protocol.escape`) and returns a
+  escaped client-side (:func:`~tx_swoole.clients._mysql.escape`) and returns a
   :class:`Result` (``rows``, ``dicts()``, ``scalar()``, ``affected_rows``, ``insert_id``;
   ``next`` for the further result sets of a procedure or of ``multi_statements``);
 - ``await pool.execute(sql, args)`` runs a server-side prepared statement (binary protocol;
@@ -52,7 +52,7 @@ from twisted.python.failure import Failure
 
 from tx_swoole.clients import _base
 from tx_swoole.clients._base import client_endpoint, fast_write
-from tx_swoole.clients._mysql_protocol import (
+from tx_swoole.clients._mysql import (
     COM_PING,
     COM_QUERY,
     COM_QUIT,
@@ -105,20 +105,31 @@ class _Command:
     """One statement on a connection: its packets, the reader of its answer, its caller."""
 
     __slots__ = ("conn", "payload", "reader", "deferred", "timeout", "timer", "abandoned", "sql",
-                 "deadline")  # fmt: skip
+                 "deadline", "pooled")  # fmt: skip
 
     def __init__(self, conn: MySQLConnection | None, payload: bytes, reader: Reader,
-                 timeout: float, sql: str) -> None:  # fmt: skip
+                 timeout: float, sql: str, deferred: defer.Deferred[Any] | None = None,
+                 pooled: bool = False) -> None:  # fmt: skip
         self.conn = conn
         self.payload, self.reader, self.timeout, self.sql = payload, reader, timeout, sql
-        self.deferred: defer.Deferred[Any] = defer.Deferred(self._cancel)
+        # (a statement queued in the pool comes with the Deferred its caller holds)
+        self.deferred: defer.Deferred[Any] = deferred or defer.Deferred(self.cancel)
         self.timer: Any = None
         self.deadline = _NEVER
         self.abandoned = False  # the caller has its error; the answer is dropped when it comes
+        self.pooled = pooled  # the connection goes back to the pool when the caller is answered
 
-    def _cancel(self, d: defer.Deferred[Any]) -> None:
+    def cancel(self, d: defer.Deferred[Any]) -> None:
         if self.conn is not None:
             self.conn.abandon(self)  # killed if it runs, dropped if it waits
+            self.settle()
+
+    def settle(self) -> None:
+        """The caller is about to be answered: give the connection back to its pool first
+        (a killed statement still running keeps it out until it ends)."""
+        if self.pooled and self.conn is not None:
+            self.pooled = False
+            self.conn.pool.giveBack(self.conn)
 
 
 class MySQLConnection(Protocol):
@@ -189,13 +200,18 @@ class MySQLConnection(Protocol):
             self.abort(MySQLProtocolError(f"{self.address}: {e}"))
             return
         self.lastUsed = self.clock.seconds()  # (before the callbacks: see Pool._healthCheck)
-        for payload in payloads:
+        if not payloads:
+            return
+        if self.handshake.done:
+            self._answer(payloads)
+            return
+        for i, payload in enumerate(payloads):
             if self.transport is None or self.closedReason is not None:
                 return
-            if self.handshake.done:
-                self._answer(payload)
-            else:
-                self._handshake(payload)
+            if self.handshake.done:  # (nothing follows the last handshake packet unasked)
+                self._answer(payloads[i:])
+                return
+            self._handshake(payload)
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         # (closedReason may be set already, by the pool's close: the callers still hear it)
@@ -213,6 +229,7 @@ class MySQLConnection(Protocol):
         for cmd in commands:
             if cmd.timer is not None and cmd.timer.active():
                 cmd.timer.cancel()
+            cmd.settle()
             if not cmd.deferred.called:
                 cmd.deferred.errback(type(reason)(str(reason)))
 
@@ -252,10 +269,15 @@ class MySQLConnection(Protocol):
                 sql: str = "") -> defer.Deferred[Any]:  # fmt: skip
         """Send ``payload`` (a command) when the ones before it are answered; the Deferred
         fires with what ``reader`` makes of the answer."""
-        if self.closedReason is not None or self.transport is None:
-            return defer.fail(self.closedReason or MySQLConnectionError(f"{self.address}: closed"))
         seconds = self.pool.queryTimeout if timeout is None else timeout
-        cmd = _Command(self, payload, reader, seconds, sql)
+        return self._command(_Command(self, payload, reader, seconds, sql))
+
+    def _command(self, cmd: _Command) -> defer.Deferred[Any]:
+        if self.closedReason is not None or self.transport is None:
+            cmd.settle()
+            cmd.deferred.errback(self.closedReason or MySQLConnectionError(f"{self.address}: "
+                                                                           "closed"))  # fmt: skip
+            return cmd.deferred
         if self.current is None:
             self._start(cmd)
         else:
@@ -278,13 +300,13 @@ class MySQLConnection(Protocol):
                 cmd.deadline = self.clock.seconds() + cmd.timeout
         self._send(cmd.payload, 0)
 
-    def _answer(self, payload: bytes) -> None:
+    def _answer(self, payloads: list[bytes]) -> None:
         cmd = self.current
-        if cmd is None:
+        if cmd is None or self.closedReason is not None:
             self.abort(MySQLProtocolError(f"{self.address}: a packet with no statement pending"))
             return
         try:
-            out = cmd.reader.send(payload)
+            out = cmd.reader.send(payloads)
         except StopIteration as stop:
             self._finish(cmd, stop.value, None)
         except MySQLServerError as e:
@@ -312,6 +334,7 @@ class MySQLConnection(Protocol):
             self.status = last.status
         elif result is not None and hasattr(result, "status"):  # an OK
             self.status = result.status
+        cmd.settle()
         if not cmd.deferred.called and not cmd.abandoned:
             if failure is not None:
                 cmd.deferred.errback(failure)
@@ -325,6 +348,7 @@ class MySQLConnection(Protocol):
     def _timedOut(self, cmd: _Command) -> None:
         if cmd.deferred.called:
             return
+        cmd.settle()
         cmd.deferred.errback(MySQLTimeoutError(
             f"statement on {self.address} timed out after {cmd.timeout}s (query_timeout); "
             f"it is being killed: {cmd.sql[:80]!r}"))  # fmt: skip
@@ -393,6 +417,52 @@ class MySQLConnection(Protocol):
             return defer.fail(e)
         reader = read_result(self.extended, True, self._infile, self.columns)
         return self.command(payload, reader, timeout, stmt.sql)
+
+    def pooled(self, prepared: bool, sql: str, args: Any, timeout: float | None,
+               deferred: defer.Deferred[Any] | None) -> defer.Deferred[Any]:  # fmt: skip
+        """:meth:`query` or :meth:`execute` for the pool, which holds this connection
+        exclusively for it: the connection goes back to the pool as the caller is answered
+        (``deferred``: the one the caller already holds, for a statement queued in the pool)."""
+        seconds = self.pool.queryTimeout if timeout is None else timeout
+        try:
+            if prepared:
+                stmt = self.statements.get(sql)
+                if stmt is None:  # prepared first, then run
+                    d = self.execute(sql, args, timeout)
+                    d.addBoth(self._giveBackAfter)
+                    if deferred is None:
+                        return d
+                    d.chainDeferred(deferred)
+                    return deferred
+                self.statements.move_to_end(sql)
+                payload = execute_packet(stmt, args)
+                reader = read_result(self.extended, True, self._infile, self.columns)
+            else:
+                sql = interpolate(sql, args, bool(self.status & NO_BACKSLASH_ESCAPES))
+                payload = bytes((COM_QUERY,)) + sql.encode()
+                reader = read_result(self.extended, False, self._infile, self.columns)
+        except (TypeError, ValueError, KeyError) as e:
+            self.pool.giveBack(self)
+            if deferred is None:
+                return defer.fail(e)
+            deferred.errback(e)
+            return deferred
+        return self._command(_Command(self, payload, reader, seconds, sql, deferred, True))
+
+    def _giveBackAfter(self, result: Any) -> Any:
+        self.pool.giveBack(self)
+        return result
+
+    def cancelPooled(self, d: defer.Deferred[Any]) -> None:
+        """The caller of a statement queued in the pool and since started here gave up (the
+        connection is held for that caller alone: what runs on it is theirs)."""
+        cmd = self.current
+        if cmd is None or cmd.abandoned:
+            return
+        if cmd.deferred is d:
+            cmd.cancel(d)
+        else:  # its PREPARE or the EXECUTE after it, on Deferreds of their own
+            cmd.deferred.cancel()
 
     def ping(self, timeout: float | None = None) -> defer.Deferred[Any]:
         return self.command(bytes((COM_PING,)), read_ok(), timeout, "COM_PING")
@@ -573,19 +643,13 @@ class MySQLPool(Pool):
         if shared:
             conn = shared.pop()
             conn.exclusive = True
-            return self._run(conn, prepared, sql, args, timeout)
+            return conn.pooled(prepared, sql, args, timeout, None)
         if len(self.connections) + self._connecting < self.size or not self.connections:
             return defer.ensureDeferred(self._slow(prepared, sql, args, timeout))
         entry: list[Any] = []
         d: defer.Deferred[Result] = defer.Deferred(lambda _: self._unqueue(entry))
-        entry += [d, prepared, sql, args, timeout, self.reactor.seconds()]
+        entry += [d, prepared, sql, args, timeout, self.reactor.seconds(), None]
         self._queued.append(entry)
-        return d
-
-    def _run(self, conn: MySQLConnection, prepared: bool, sql: str, args: Any,
-             timeout: float | None) -> defer.Deferred[Result]:  # fmt: skip
-        d = conn.execute(sql, args, timeout) if prepared else conn.query(sql, args, timeout)
-        d.addBoth(self._releaseAfter, conn)
         return d
 
     async def _slow(self, prepared: bool, sql: str, args: Any, timeout: float | None) -> Result:
@@ -597,24 +661,27 @@ class MySQLPool(Pool):
     def _unqueue(self, entry: list[Any]) -> None:
         if entry in self._queued:
             self._queued.remove(entry)
+        elif entry[6] is not None:  # started on that connection since
+            entry[6].cancelPooled(entry[0])
 
-    def _releaseAfter(self, result: Any, conn: MySQLConnection) -> Any:
+    def giveBack(self, conn: MySQLConnection) -> None:
+        """A statement on ``conn`` for a caller of :meth:`query`/:meth:`execute` is answered."""
         self._release(conn)
-        return result
 
     def _serveQueued(self) -> None:
         """Statements queued for a connection: onto the free ones (callers of
         ``connection()`` waiting go first)."""
         while self._queued and self.shared and not self._waiters:
-            d, prepared, sql, args, timeout, _ = self._queued.popleft()
-            conn = self.shared.pop()
+            entry = self._queued.popleft()
+            d, prepared, sql, args, timeout, _, _ = entry
+            conn = entry[6] = self.shared.pop()
             conn.exclusive = True
-            self._run(conn, prepared, sql, args, timeout).chainDeferred(d)
+            conn.pooled(prepared, sql, args, timeout, d)
 
     def _forget(self, conn: Any) -> None:
         super()._forget(conn)
         if self._queued and not self._closed:  # a connection less: a new one for the queue
-            d, prepared, sql, args, timeout, _ = self._queued.popleft()
+            d, prepared, sql, args, timeout, _, _ = self._queued.popleft()
             defer.ensureDeferred(self._slow(prepared, sql, args, timeout)).chainDeferred(d)
 
     def _sweep(self) -> None:

@@ -418,17 +418,17 @@ class Column:
         return f"Column({self.name!r}, type={self.type})"
 
 
-class Result:
-    """One result of a statement: ``rows`` (tuples), ``columns``, and from the closing OK
-    ``affected_rows``, ``insert_id``, ``warnings``; ``next`` is the next result set of a
-    multi-statement or a procedure call, or None."""
+class Result(list[tuple[Any, ...]]):
+    """One result of a statement: the list of its rows (tuples; empty for a statement without
+    rows), with ``columns`` and, from the closing OK, ``affected_rows``, ``insert_id`` and
+    ``warnings``; ``next`` is the next result set of a multi-statement or a procedure call, or
+    None."""
 
-    __slots__ = ("columns", "rows", "affected_rows", "insert_id", "warnings", "status", "info",
-                 "next")  # fmt: skip
+    __slots__ = ("columns", "affected_rows", "insert_id", "warnings", "status", "info", "next")
 
     def __init__(self) -> None:
+        super().__init__()
         self.columns: list[Column] = []
-        self.rows: list[tuple[Any, ...]] = []
         self.affected_rows = 0
         self.insert_id = 0
         self.warnings = 0
@@ -441,21 +441,26 @@ class Result:
         self.status, self.warnings, self.info = ok.status, ok.warnings, ok.info
 
     @property
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The rows: the result itself (kept for code written against ``.rows``)."""
+        return self
+
+    @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
     def dicts(self) -> list[dict[str, Any]]:
         """The rows as dicts keyed by column name."""
         names = self.names
-        return [dict(zip(names, row, strict=True)) for row in self.rows]
+        return [dict(zip(names, row, strict=True)) for row in self]
 
     def one(self) -> tuple[Any, ...] | None:
         """The first row, or None."""
-        return self.rows[0] if self.rows else None
+        return self[0] if self else None
 
     def scalar(self) -> Any:
         """The first column of the first row, or None."""
-        return self.rows[0][0] if self.rows else None
+        return self[0][0] if self else None
 
     def sets(self) -> Iterator[Result]:
         """This result and the ones after it."""
@@ -464,14 +469,8 @@ class Result:
             yield r
             r = r.next
 
-    def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def __repr__(self) -> str:
-        return f"<Result {len(self.rows)} rows, affected_rows={self.affected_rows}>"
+        return f"<Result {len(self)} rows, affected_rows={self.affected_rows}>"
 
 
 def _datetime(v: bytes) -> Any:
@@ -504,6 +503,10 @@ def _text(v: bytes) -> str:
     return v.decode("utf-8", "surrogateescape")
 
 
+TEXT: Callable[[bytes], Any] = _text
+"""The converter of text columns, the commonest: the row parsers decode these inline."""
+
+
 def _json(v: bytes) -> Any:
     return json.loads(v)
 
@@ -533,19 +536,18 @@ def text_converter(col: Column) -> Callable[[bytes], Any] | None:
         return _bit
     if col.charset == BINARY_CHARSET or t == T_GEOMETRY:
         return None
-    return _text
+    return TEXT
 
 
-def _text_rows(payload: bytes, convs: list[Any], n: int) -> tuple[Any, ...]:
+def _text_row(payload: bytes, convs: list[Any]) -> tuple[Any, ...]:
     row: list[Any] = []
     append = row.append
     pos = 0
-    for i in range(n):
+    for conv in convs:
         first = payload[pos]
         if first < 0xFB:
-            end = pos + 1 + first
-            v = payload[pos + 1 : end]
-            pos = end
+            pos += 1
+            end = pos + first
         elif first == 0xFB:
             append(None)
             pos += 1
@@ -553,10 +555,13 @@ def _text_rows(payload: bytes, convs: list[Any], n: int) -> tuple[Any, ...]:
         else:
             length, pos = read_lenenc(payload, pos)
             end = pos + (length or 0)
-            v = payload[pos:end]
-            pos = end
-        conv = convs[i]
-        append(v if conv is None else conv(v))
+        if conv is TEXT:  # (a call of its own costs more than the decoding)
+            append(payload[pos:end].decode("utf-8", "surrogateescape"))
+        elif conv is None:
+            append(payload[pos:end])
+        else:
+            append(conv(payload[pos:end]))
+        pos = end
     return tuple(row)
 
 
@@ -625,15 +630,25 @@ def _binary_time(part: bytes) -> datetime.timedelta:
     return -delta if negative else delta
 
 
-Reader = Generator[None, bytes, Any]
+Reader = Generator[None, list[bytes], Any]
+"""A reader is sent the payloads of one read at a time (a list: one read may hold a whole
+answer); it returns what the answer means.  An answer ends with the last payload of its read
+(one statement runs at a time), so payloads after its end are a protocol error."""
 InfileHandler = Callable[[str], Iterator[bytes]]
+
+
+def _leftover(batch: list[bytes], i: int) -> None:
+    if i < len(batch):
+        raise MySQLProtocolError(f"{len(batch) - i} packet(s) after the end of an answer")
 
 
 def read_ok() -> Reader:
     """The answer to a command answered by OK or ERR (``COM_PING``, ``COM_INIT_DB`` ...)."""
-    payload = yield
+    batch = yield
+    payload = batch[0]
     if payload[:1] == b"\xff":
         raise server_error(payload)
+    _leftover(batch, 1)
     return OK(payload)
 
 
@@ -652,26 +667,39 @@ def read_result(extended: bool, binary: bool = False,
     statement run again sends the same ones), kept up to ``COLUMN_CACHE_SIZE``.
     """
     first = last = Result()
+    batch: list[bytes] = yield
+    i = 0
     while True:
-        payload = yield
-        head = payload[:1]
-        if head == b"\xff":
+        while i == len(batch):
+            batch, i = (yield), 0
+        payload = batch[i]
+        i += 1
+        head = payload[0]
+        if head == 0xFF:
             raise server_error(payload)
-        if head == b"\x00":
+        if head == 0:
             last.finish(OK(payload))
-        elif head == b"\xfb":  # LOCAL INFILE request
+        elif head == 0xFB:  # LOCAL INFILE request
             name = payload[1:].decode("utf-8", "replace")
             if infile is None:
                 raise MySQLProtocolError("the server asked for a LOCAL INFILE unasked")
-            payload = yield infile(name)
-            if payload[:1] == b"\xff":
+            _leftover(batch, i)
+            batch, i = (yield infile(name)), 0
+            while i == len(batch):
+                batch, i = (yield), 0
+            payload = batch[i]
+            i += 1
+            if payload[0] == 0xFF:
                 raise server_error(payload)
             last.finish(OK(payload))
         else:
-            count, _ = read_lenenc(payload, 0)
-            columns = []
-            for _ in range(count or 0):
-                payload = yield
+            count = read_lenenc(payload, 0)[0] or 0
+            columns: list[Column] = []
+            while len(columns) < count:
+                while i == len(batch):
+                    batch, i = (yield), 0
+                payload = batch[i]
+                i += 1
                 col = known.get(payload) if known is not None else None
                 if col is None:
                     col = Column(payload, extended)
@@ -680,25 +708,33 @@ def read_result(extended: bool, binary: bool = False,
                             known.clear()
                         known[payload] = col
                 columns.append(col)
-            payload = yield
-            if not is_eof(payload):
+            while i == len(batch):
+                batch, i = (yield), 0
+            if not is_eof(batch[i]):
                 raise MySQLProtocolError("no EOF after the column definitions")
+            i += 1
             last.columns = columns
             convs = [c.convert for c in columns]
-            rows = last.rows
-            n = len(columns)
-            while True:
-                payload = yield
-                if is_eof(payload):
-                    last.warnings, last.status = struct.unpack_from("<HH", payload, 1)
-                    break
-                if payload[:1] == b"\xff":
-                    raise server_error(payload)
-                if binary:
-                    rows.append(_binary_row(payload, columns, convs))
+            append = last.append
+            while True:  # the rows of every read, up to the EOF
+                end = len(batch)
+                while i < end:
+                    payload = batch[i]
+                    i += 1
+                    head = payload[0]
+                    if head == 0xFE and len(payload) < 9:
+                        last.warnings, last.status = struct.unpack_from("<HH", payload, 1)
+                        break
+                    if head == 0xFF:
+                        raise server_error(payload)
+                    append(_binary_row(payload, columns, convs) if binary
+                           else _text_row(payload, convs))  # fmt: skip
                 else:
-                    rows.append(_text_rows(payload, convs, n))
+                    batch, i = (yield), 0
+                    continue
+                break
         if not last.status & MORE_RESULTS:
+            _leftover(batch, i)
             return first
         last.next = Result()
         last = last.next
@@ -715,23 +751,31 @@ class Statement:
 
 def read_prepare(sql: str) -> Reader:
     """The answer to ``COM_STMT_PREPARE``: a :class:`Statement`."""
-    payload = yield
+    batch = yield
+    payload = batch[0]
     if payload[:1] == b"\xff":
         raise server_error(payload)
     stmt_id, columns, params = struct.unpack_from("<IHH", payload, 1)
-    for _ in range(params):
-        yield
+    # then the parameter definitions and an EOF, the column definitions and an EOF (each part
+    # only when it has definitions): counted, not parsed, with the EOFs checked
+    eofs = []
     if params:
-        eof = yield
-        if not is_eof(eof):
-            raise MySQLProtocolError("no EOF after the parameter definitions")
-    for _ in range(columns):
-        yield
+        eofs.append(params + 1)
     if columns:
-        eof = yield
-        if not is_eof(eof):
-            raise MySQLProtocolError("no EOF after the column definitions")
-    return Statement(sql, stmt_id, params, columns)
+        eofs.append((eofs[0] if eofs else 0) + columns + 1)
+    total = eofs[-1] if eofs else 0
+    seen = 0
+    rest = batch[1:]
+    while True:
+        for payload in rest:
+            seen += 1
+            if seen in eofs and not is_eof(payload):
+                raise MySQLProtocolError("no EOF after the parameter or column definitions")
+        if seen > total:
+            raise MySQLProtocolError(f"{seen - total} packet(s) after the end of an answer")
+        if seen == total:
+            return Statement(sql, stmt_id, params, columns)
+        rest = yield
 
 
 def _param(value: Any) -> tuple[int, bytes]:
