@@ -137,3 +137,22 @@ def test_a_large_message_in_tiny_reads_is_kept_as_parts(make: Any) -> None:
     for _ in range(1000):
         assert framer.feed(b"z" * 100) == []
     assert len(framer._parts) == 1001 - (not header) and framer._size == len(header) + 100_000
+
+
+def test_pending_bytes_put_a_new_framer_where_the_old_one_was() -> None:
+    """A connection handed to another worker: the new framer, fed the old one's pending
+    bytes, completes the same message from the next bytes."""
+    for make, wire in (
+        (lambda: EOFFramer(b"\r\n", 1024), b"one\r\ntwo halves\r\n"),
+        (lambda: LengthFramer("N", 0, 4, 1024),
+         LengthFramer.pack("N", b"one") + LengthFramer.pack("N", b"two halves")),
+    ):  # fmt: skip
+        old = make()
+        cut = len(wire) - 4
+        first = old.feed(wire[:cut])
+        assert len(first) == 1 and old.pending() == wire[len(first[0]) : cut]
+        new = make()
+        assert new.feed(old.pending()) == []
+        assert new.feed(wire[cut:]) == [wire[len(first[0]) :]]
+        assert new.pending() == b""
+    assert make_framer(make_settings({})).pending() == b""  # unframed: nothing held

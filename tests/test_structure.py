@@ -15,6 +15,7 @@ ALLOWED_PRIVATE = {
     ("tx_swoole.transport", "_tempDataLen"),
     ("tx_swoole.transport", "_writeDisconnected"),
     ("tx_swoole.transport", "_fromListeningDescriptor"),
+    ("tx_swoole.transport", "_fromConnectedSocket"),  # Twisted's adoptStreamConnection's own
     ("tx_swoole.transport", "_shouldShutdown"),
     ("tx_swoole.process._lifecycle", "_exit"),
     ("tx_swoole.process.watchdog", "_current_frames"),

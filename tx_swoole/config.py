@@ -245,6 +245,10 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", path: str = "") -
     if "task" in events and not settings.task_worker_num:
         raise ConfigError("[events] task is set but task_worker_num = 0: set task_worker_num "
                           "(task worker processes to run it)")  # fmt: skip
+    if settings.reload_handoff and not settings.worker_num:
+        raise ConfigError("reload_handoff = true needs worker_num >= 1: connections are handed "
+                          "from a worker to its replacement (worker_num = 0 serves in one "
+                          "process)")  # fmt: skip
     if settings.reload_on_change and not settings.worker_num:
         raise ConfigError("reload_on_change = true needs worker_num >= 1: the master reloads "
                           "its workers (worker_num = 0 serves in one process)")  # fmt: skip

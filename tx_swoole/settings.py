@@ -51,6 +51,9 @@ class Settings:
     # globs in reload_on_change_paths, relative to the config file (default: its *.py files).
     reload_on_change: bool = False
     reload_on_change_paths: tuple[str, ...] = ()
+    # Ours: a reload or max_request recycle hands each long connection (TCP, WebSocket) to the
+    # replacement worker, socket and state, instead of closing it.
+    reload_handoff: bool = False
     # Heartbeat (Swoole: idle time defaults to 2 x interval; idle alone enables check at idle/2).
     heartbeat_check_interval: float = field(default=0.0, metadata=_meta(0, 86400))
     heartbeat_idle_time: float = field(default=0.0, metadata=_meta(0, 86400 * 7))
@@ -177,7 +180,7 @@ NOT_SUPPORTED = frozenset({
     "hook_flags", "message_queue_key", "discard_timeout_request", "enable_reuse_port",
     "enable_delay_receive", "tcp_defer_accept", "tcp_fastopen", "request_slowlog_timeout",
     "request_slowlog_file", "http_parse_post", "http_parse_cookie", "http_parse_files",
-    "input_buffer_size", "pipe_buffer_size", "send_yield", "reload_handoff",
+    "input_buffer_size", "pipe_buffer_size", "send_yield",
 })  # fmt: skip
 
 

@@ -151,6 +151,24 @@ class WriteThroughServer(tcp.Server):
         return len(self.dataBuffer) - self.offset + self._tempDataLen
 
 
+def adopt_connection(fd: int, family: int, factory: Any,
+                     reactor: IReactorTCP | None = None) -> WriteThroughServer | None:  # fmt: skip
+    """Like ``reactor.adoptStreamConnection``, with the write-through transport: serve the
+    connected socket ``fd`` with a protocol from ``factory``.  The descriptor is duplicated;
+    the caller still owns ``fd``."""
+    return cast(
+        "WriteThroughServer | None",
+        WriteThroughServer._fromConnectedSocket(fd, family, factory, server_reactor(reactor)),
+    )
+
+
+def close_keeping_connection(transport: tcp.Connection) -> None:
+    """Close this process's descriptor of the socket without ending the connection (no
+    ``shutdown``, so no FIN): another process holds it now.  Reported as an ordinary close."""
+    transport._shouldShutdown = False
+    transport.loseConnection()
+
+
 class WriteThroughPort(tcp.Port):
     """A listening port whose accepted connections use :class:`WriteThroughServer`."""
 

@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 from tx_swoole.errors import FrameTooLargeError, TaskSerializationError
 
 __all__ = [
+    "ADOPTED",
     "BYE",
+    "HANDOFF",
     "CALL",
     "CLOSED",
     "HELLO",
@@ -53,6 +55,10 @@ TASK, RESULT, ERROR, REQUEUE, DRAINING, BYE = 1, 2, 3, 4, 5, 6
 # the source worker id), CALL (a connection-table call on the receiver: the number says which),
 # OPENED and CLOSED (the sender's connections, for the receiver's copy of the table).
 HELLO, PIPE, CALL, OPENED, CLOSED = 7, 8, 9, 10, 11
+# A connection handed from a draining worker to its replacement: HANDOFF (the task id is the
+# connection id, the payload its pickled state; its socket travels beside it as SCM_RIGHTS),
+# and ADOPTED, the answer (the number: 1 taken, 0 not).
+HANDOFF, ADOPTED = 12, 13
 _HEAD = struct.Struct("!IBQi")
 HEAD_SIZE = _HEAD.size
 _REST = HEAD_SIZE - 4  # of the head, what the length counts

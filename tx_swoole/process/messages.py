@@ -26,18 +26,23 @@ False.
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import Any, NamedTuple
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tx_swoole._log import SwooleLogger
 from tx_swoole.errors import FramingError, TaskSerializationError
 from tx_swoole.process._lifecycle import call_hook
 from tx_swoole.process._task import (
+    ADOPTED,
     CALL,
     CLOSED,
+    HANDOFF,
     HELLO,
     OPENED,
     PIPE,
@@ -112,14 +117,20 @@ class RemoteConnection(NamedTuple):
     connectTime: float  # noqa: N815
 
 
+@implementer(IFileDescriptorReceiver)
 class _Channel(Protocol):
-    """Either end of a channel: frames in, handed to :class:`Peers`."""
+    """Either end of a channel: frames in, handed to :class:`Peers`; descriptors in (the
+    sockets of connections handed over), kept for the frames they come with."""
 
     def __init__(self, peers: Peers, outgoing: bool, key: tuple[str, int, int]) -> None:
         self.peers = peers
         self.outgoing = outgoing
         self.key = key  # (kind, id, pid) of the other end (learnt from HELLO when incoming)
-        self.reader = FrameReader(peers.settings.package_max_length)
+        self.reader = FrameReader(max(peers.settings.package_max_length, 1 << 24))
+        self.fds: deque[int] = deque()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:  # noqa: N802
+        self.fds.append(descriptor)
 
     def connectionMade(self) -> None:
         if self.outgoing:
@@ -139,6 +150,8 @@ class _Channel(Protocol):
         send_now(self.transport, data)
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        while self.fds:  # (of hand-offs whose frames never came)
+            os.close(self.fds.popleft())
         self.peers.channelLost(self)
 
 
@@ -195,6 +208,7 @@ class Peers:
         self.port: Any = None
         self.path = ""
         self.messageCount = 0
+        self.handoff: Any = None  # the worker's HandOff (reload_handoff), or None
 
     # -- set-up ---------------------------------------------------------------------------------
     def listen(self, path: str) -> None:
@@ -225,6 +239,8 @@ class Peers:
         if channel.outgoing:
             if self.out.get(pid) is channel:
                 del self.out[pid]
+            if self.handoff is not None:
+                self.handoff.channelLost()
             return
         gone = [c for c, r in self.remote.items() if r.pid == pid]
         for connId in gone:
@@ -349,6 +365,8 @@ class Peers:
         elif kind == HELLO:
             peer_kind, peer_index = loads(payload, "hello")
             channel.key = (peer_kind, peer_index, number)
+        elif kind in (HANDOFF, ADOPTED) and self.handoff is not None:
+            self.handoff.received(channel, kind, ident, number, payload)
 
     def _call(self, call: int, connId: int, payload: bytes) -> None:
         if not self.tables:

@@ -34,6 +34,7 @@ from tx_swoole.process._lifecycle import (
     BootingService,
     call_hook,
 )
+from tx_swoole.process.handoff import HandOff
 from tx_swoole.process.listening import Listening, make_factory
 from tx_swoole.process.messages import Peers
 from tx_swoole.process.tasks import TaskDispatcher
@@ -201,6 +202,7 @@ class AppService(BootingService):
             for listening in self.listening:
                 if listening.listener.type in ("tcp", "websocket"):
                     self.peers.share(listening.table)
+            self.peers.handoff = HandOff(self.peers, self.tables, self.reactor)
         for listening in self.listening:
             listening.listen()
             x = listening.listener
@@ -246,6 +248,8 @@ class AppService(BootingService):
         tables = self.tables
         for table in tables:
             table.startDraining()
+        if not final and self.peers is not None and self.peers.handoff is not None:
+            await self.peers.handoff.run(self.settings.max_wait_time / 2)
         udp = [x.datagrams for x in self.listening if x.datagrams is not None]
         done = defer.gatherResults([*(t.whenEmpty() for t in tables),
                                     *(u.whenIdle() for u in udp)])  # fmt: skip

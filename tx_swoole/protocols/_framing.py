@@ -30,6 +30,10 @@ class RawFramer:
     def feed(self, data: bytes) -> list[bytes]:
         return [data]
 
+    def pending(self) -> bytes:
+        """The bytes of a message not yet whole (none, unframed)."""
+        return b""
+
 
 class EOFFramer:
     """Messages end with ``eof`` (Swoole ``open_eof_split``); messages include the ``eof``.
@@ -75,6 +79,11 @@ class EOFFramer:
             rest = buf[start:]
             self._keep(rest, rest)
         return out
+
+    def pending(self) -> bytes:
+        """The bytes of a message not yet whole: fed to a new framer, they put it where this
+        one is (a connection handed to another worker)."""
+        return b"".join(self._parts)
 
     def _keep(self, part: bytes, probe: bytes) -> None:
         self._size += len(part)
@@ -141,6 +150,10 @@ class LengthFramer:
             self._size = size - start
             self._want = want
         return out
+
+    def pending(self) -> bytes:
+        """The bytes of a message not yet whole (see :meth:`EOFFramer.pending`)."""
+        return b"".join(self._parts)
 
     @staticmethod
     def pack(length_type: str, body: bytes) -> bytes:

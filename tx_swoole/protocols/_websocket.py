@@ -380,6 +380,12 @@ class WebSocketConnection:
         self._decoder: Any = None  # incremental UTF-8 decoder of a fragmented text message
         self._compressed = False
 
+    def atMessageBoundary(self) -> bool:  # noqa: N802
+        """Open, uncompressed, with no frame or fragmented message in progress: a new
+        connection object with the same settings would carry on from here."""
+        return (self.state is OPEN and self.closeSent is None and self.deflate is None
+                and not self._buf and self._op == CONT)  # fmt: skip
+
     # -- reading ------------------------------------------------------------------------------
     def receive(self, data: bytes) -> list[Any]:
         """Parse ``data``; return the events it completes (see the module docstring)."""

@@ -55,7 +55,7 @@ from tx_swoole.settings import Settings, make_settings
 
 log = SwooleLogger("tx_swoole.tcp")
 
-REASONS = ("heartbeat", "peer", "server", "reload", "limit", "error")
+REASONS = ("heartbeat", "peer", "server", "reload", "limit", "error", "handoff")
 CONNECTION_DONE = Failure(ConnectionDone())
 _LINGER_RST = struct.pack("ii", 1, 0)
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
@@ -172,10 +172,54 @@ class TrackedProtocol:
 
     def makeConnection(self, transport: ITransport) -> None:
         self.server = self.factory
-        self.server.register(self, transport)
+        adopted = self.server.register(self, transport)
         self.connected = 1
         self.transport = transport  # type: ignore[assignment]  # what TCP servers provide
-        self.connectionMade()
+        if adopted is None:
+            self.connectionMade()
+        else:
+            self.connectionResumed(adopted)
+
+    # -- reload_handoff: this connection handed to another worker ---------------------------
+    def canHandOff(self) -> bool:
+        """Override: False keeps this connection out of a hand-off (it drains as without
+        ``reload_handoff``)."""
+        return True
+
+    def connectionHandoff(self) -> Any:
+        """Override: this connection is about to move to the replacement worker; return the
+        app's state for it (anything pickle takes), given to ``connectionAdopted`` there."""
+        return None
+
+    def connectionAdopted(self, state: Any) -> Any:
+        """Override: this connection came from the worker this one replaces, with ``state``
+        from its ``connectionHandoff``; ``self.connId`` is the id it had.  May be async."""
+
+    def handoffReady(self) -> bool | None:
+        """True when this connection can move now, False when not yet (a message still being
+        handled or sent), None when it cannot move at all (HTTP, closing, the app says no)."""
+        return None
+
+    def handoffState(self) -> dict[str, Any]:
+        """What the replacement needs to carry on (with :meth:`connectionHandoff`'s value)."""
+        now = self.server.seconds()
+        return {"connId": self.connId, "age": now - self.connectTime,
+                "idle": now - self.lastRecvTime, "bytes": (self.bytesIn, self.bytesOut),
+                "app": self.connectionHandoff()}  # fmt: skip
+
+    def connectionResumed(self, state: dict[str, Any]) -> None:
+        """Called instead of ``connectionMade`` for a connection handed over (``state`` from
+        :meth:`handoffState`)."""
+
+    @property
+    def handedOff(self) -> bool:
+        """True while its socket moves to another worker, and once it has."""
+        return self._closeReason == "handoff"
+
+    def setHandingOff(self, moving: bool) -> None:
+        """While its socket moves to another worker (``moving``): closed to sends; back to
+        open if the move failed."""
+        self._closeReason = "handoff" if moving else None
 
     def connectionMade(self) -> None:
         """Called once the connection is registered and its transport set."""
@@ -380,6 +424,25 @@ class TCPProtocol(TrackedProtocol):
         if not self._busy and self._peerDone and self._closeReason is None:
             self.close(reason="peer")
 
+    def handoffReady(self) -> bool | None:
+        if self._closeReason is not None or not self.connected or self._peerDone:
+            return None
+        if getattr(self.transport, "TLS", False) or not self.canHandOff():
+            return None  # (TLS state lives in this process)
+        return not self._busy and not self._waiting and not pending_bytes(self.transport)
+
+    def handoffState(self) -> dict[str, Any]:
+        state = super().handoffState()
+        state["framer"] = self._framer.pending() if self._framer is not None else b""
+        return state
+
+    def connectionResumed(self, state: dict[str, Any]) -> None:
+        self._framer = self.server.makeFramer()
+        rest = state.get("framer", b"")
+        if rest and self._framer is not None:
+            self._framer.feed(rest)  # a message not yet whole: the next bytes complete it
+        self._runHook(self.connectionAdopted, "connectionAdopted", state.get("app"))
+
     def readConnectionLost(self) -> None:
         """The peer will send nothing more (it half-closed).  Default: finish the messages
         that wait, send everything queued, then close with reason ``peer``."""
@@ -474,6 +537,7 @@ class ConnectionTable(ServerFactory):
         self._checkInterval, self._idleTime = settings.heartbeat
         self._sweeper: task.LoopingCall | None = None
         self._emptyWaiters: list[Deferred[None]] = []
+        self._adopting: dict[str, Any] | None = None
         framer = make_framer(settings)
         self._framed = not isinstance(framer, RawFramer)
 
@@ -567,16 +631,35 @@ class ConnectionTable(ServerFactory):
             self._refused = 0
             self._refusedLogged = now
 
-    def register(self, proto: TrackedProtocol, transport: Any) -> None:
-        """Give ``proto`` an id, apply the socket settings and add it to the table."""
-        proto.connId = self._nextId * self._idStride + self._idOffset
-        self._nextId += 1
-        proto.connectTime = proto.lastRecvTime = self.seconds()
+    def register(self, proto: TrackedProtocol, transport: Any) -> dict[str, Any] | None:
+        """Give ``proto`` an id, apply the socket settings and add it to the table.  For a
+        connection being adopted (:meth:`adopting`), keep its id, times and byte counts and
+        return its state."""
+        adopted, self._adopting = self._adopting, None
+        if adopted is None:
+            proto.connId = self._nextId * self._idStride + self._idOffset
+            self._nextId += 1
+            proto.connectTime = proto.lastRecvTime = self.seconds()
+        else:
+            now = self.seconds()
+            proto.connId = adopted["connId"]
+            proto.connectTime, proto.lastRecvTime = now - adopted["age"], now - adopted["idle"]
+            proto.bytesIn, proto.bytesOut = adopted["bytes"]
         self.connections[proto.connId] = proto
         if self._sockopts:
             self._applySocketOptions(transport)
         if self.peers is not None and self.isShared(proto):
             self.peers.localOpened(proto, transport)
+        return adopted
+
+    def adopting(self, state: dict[str, Any]) -> None:
+        """The next connection built for this table is one handed over, with ``state``."""
+        self._adopting = state
+
+    @property
+    def handoffProtocol(self) -> type[TrackedProtocol]:
+        """The class of the long connections of this table (what a hand-off rebuilds)."""
+        return self.protocol
 
     def replace(self, old: TrackedProtocol, new: TrackedProtocol) -> None:
         """``new`` takes over ``old``'s connection (a protocol upgrade): its id, times and
@@ -591,7 +674,11 @@ class ConnectionTable(ServerFactory):
 
     def unregister(self, proto: TrackedProtocol) -> None:
         """Remove ``proto`` from the table; fires :meth:`whenEmpty` waiters when it empties."""
-        if self.connections.pop(proto.connId, None) is not None and self.peers is not None:
+        if (
+            self.connections.pop(proto.connId, None) is not None
+            and self.peers is not None
+            and not proto.handedOff  # (its new worker says where it is)
+        ):
             self.peers.localClosed(proto.connId)
         if not self.connections and self._emptyWaiters:
             waiters, self._emptyWaiters = self._emptyWaiters, []

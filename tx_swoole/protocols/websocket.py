@@ -338,6 +338,30 @@ class WebSocketProtocol(TCPProtocol):
         self._waiting = None
         self.disconnect(INTERNAL, f"{name} failed")
 
+    # -- reload_handoff ----------------------------------------------------------------------
+    def handoffReady(self) -> bool | None:
+        ws = self.ws
+        if ws is None or not ws.atMessageBoundary() or self._closeCall is not None:
+            return None  # (compressed connections too: the compressor lives here)
+        return super().handoffReady()
+
+    def handoffState(self) -> dict[str, Any]:
+        state = super().handoffState()
+        state["ws"] = (self.ws.bytesIn, self.ws.bytesOut, self._pingSent)
+        return state
+
+    def connectionResumed(self, state: dict[str, Any]) -> None:
+        transport: Any = self.transport
+        if getattr(transport, "bufferSize", 0) == 65536:
+            transport.bufferSize = READ_SIZE
+        s = self.server.settings
+        self.ws = WebSocketConnection(
+            max_message=s.package_max_length, auto_pong=not s.open_websocket_ping_frame,
+            close_frames=s.open_websocket_close_frame,
+        )  # fmt: skip
+        self.ws.bytesIn, self.ws.bytesOut, self._pingSent = state["ws"]
+        self._runHook(self.connectionAdopted, "connectionAdopted", state.get("app"))
+
     def readConnectionLost(self) -> None:
         """The peer half-closed: nothing more can come, its close included; close."""
         self._closeReason = self._closeReason or "peer"
@@ -353,6 +377,9 @@ class WebSocketProtocol(TCPProtocol):
         super().connectionLost(reason)
 
     def _callClosedHook(self) -> None:
+        if self.handedOff:  # it lives on in the replacement worker
+            self.connectionClosed(GOING_AWAY, "handoff")
+            return
         self.connectionClosed(self.closeCode, self.closeText)
 
     def describeState(self) -> str:
@@ -413,6 +440,10 @@ class WebSocketFactory(HTTPFactory):
             self._heartbeat.stop()
         self._heartbeat = None
         super().stopFactory()
+
+    @property
+    def handoffProtocol(self) -> type[WebSocketProtocol]:
+        return self.wsProtocol
 
     def heartbeat(self) -> None:
         """Pings every ``websocket_ping_interval``; the slow-reader check."""

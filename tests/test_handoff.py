@@ -1,0 +1,153 @@
+"""reload_handoff: TCP and WebSocket connections move to the replacement worker on reloads
+and max_request recycling with their id and state, nothing lost or reordered; a replacement
+that dies mid-hand-off leaves the connections with the old worker, which closes them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tx_swoole.config import parse_config
+from tx_swoole.errors import ConfigError
+
+from .support import Twistd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from handoff import CONFIG, drive, ports, reloads  # noqa: E402
+
+pytestmark = pytest.mark.integration
+HANDED = rb"worker 0: (\d+) connections handed to the replacement, (\d+) drain here"
+
+
+def serve(tmp_path: Path, wait: float = 10, extra: str = "") -> Twistd:
+    cfg = tmp_path / "handoff.toml"
+    cfg.write_text(CONFIG.format(wait=wait, extra=extra))
+    return Twistd(cfg, cwd=ROOT / "tests")
+
+
+def worker_pids(server: Twistd) -> list[int]:
+    return [int(p) for p in re.findall(rb"worker 0 \(pid (\d+)\)", bytes(server.output))]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_connections_survive_three_reloads(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        tcp_port, ws_port = ports(server)
+        server.wait_for(rb"ready")
+        stats = asyncio.run(drive(tcp_port, ws_port, 100, 100, 0.05,
+                                  lambda: reloads(server, 3)))  # fmt: skip
+        assert stats.wrong == [] and stats.disconnects == 0
+        assert stats.echoed == stats.sent > 200 * 10
+        assert all(len(pids) == 4 for pids in stats.pids)  # every client met all 4 workers
+        handed = [int(a) for a, _ in re.findall(HANDED, bytes(server.output))]
+        assert handed == [200, 200, 200]
+        assert len(re.findall(rb"websocket \d+ closed: 1001 handoff", bytes(server.output))) == 300
+        old = worker_pids(server)[:-1]
+        server.wait_for(rb"exited|exit", timeout=20)
+        assert len(set(old)) >= 3 and all(gone(pid) for pid in old[:3])
+    out = bytes(server.output)
+    assert b"still had" not in out and b"Traceback" not in out
+
+
+@pytest.mark.timeout(120)
+def test_connections_survive_max_request_recycling(tmp_path: Path) -> None:
+    with serve(tmp_path, extra="max_request = 1500\nmax_request_grace = 0") as server:
+        tcp_port, ws_port = ports(server)
+        server.wait_for(rb"ready")
+
+        def during() -> None:
+            server.wait_for(HANDED, timeout=60, count=2)
+
+        stats = asyncio.run(drive(tcp_port, ws_port, 50, 50, 0.05, during))
+        assert stats.wrong == [] and stats.disconnects == 0
+        assert all(len(pids) >= 3 for pids in stats.pids)
+    assert b"Traceback" not in bytes(server.output)
+
+
+@pytest.mark.timeout(60)
+def test_a_half_sent_message_moves_and_a_refusing_connection_stays(tmp_path: Path) -> None:
+    import socket
+
+    with serve(tmp_path, wait=2) as server:
+        tcp_port, _ = ports(server)
+        server.wait_for(rb"ready")
+        first = worker_pids(server)[0]
+        moving = socket.create_connection(("127.0.0.1", tcp_port), timeout=10)
+        staying = socket.create_connection(("127.0.0.1", tcp_port), timeout=10)
+        moving.sendall(b"a:0\n")
+        staying.sendall(b"stay\n")
+        assert moving.recv(100) == f"a:0 1 {first}\n".encode()
+        assert staying.recv(100) == f"stay 1 {first}\n".encode()
+        moving.sendall(b"a:1 half")  # no end yet: the framer holds it
+        server.signal(signal.SIGUSR1)
+        m = server.wait_for(HANDED, timeout=30)[0]
+        assert (int(m.group(1)), int(m.group(2))) == (1, 1)  # moved, stayed
+        second = worker_pids(server)[-1]
+        assert second != first
+        moving.sendall(b" and the rest\n")
+        assert moving.recv(100) == f"a:1 half and the rest 2 {second}\n".encode()
+        staying.sendall(b"still here\n")
+        assert staying.recv(100) == f"still here 2 {first}\n".encode()  # the old worker's
+        server.wait_for(rb"closed: handoff")  # what the old worker's app heard for the mover
+        staying.settimeout(10)
+        try:
+            assert staying.recv(100) == b""  # closed by the old worker at max_wait_time
+        except ConnectionResetError:
+            pass
+        server.wait_for(rb"closed: reload")
+        moving.sendall(b"a:2\n")
+        assert moving.recv(100) == f"a:2 3 {second}\n".encode()
+        moving.close()
+        staying.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_replacement_dying_mid_handoff_leaves_them_with_the_old_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mark = tmp_path / "crashed"
+    monkeypatch.setenv("HANDOFF_CRASH_MARK", str(mark))
+    with serve(tmp_path, wait=2) as server:
+        tcp_port, ws_port = ports(server)
+        server.wait_for(rb"ready")
+
+        def during() -> None:  # until the old worker has closed what it kept
+            server.signal(signal.SIGUSR1)
+            server.wait_for(HANDED, timeout=30)
+            server.wait_for(rb"still had \d+ connections open after max_wait_time", timeout=30)
+
+        stats: Any = asyncio.run(drive(tcp_port, ws_port, 20, 20, 0.05, during))
+        assert mark.exists()  # the replacement died adopting its first connection
+        [(handed, kept)] = re.findall(HANDED, bytes(server.output))
+        assert int(kept) == 40 - int(handed) and int(kept) > 0
+        assert stats.wrong == []  # nothing lost silently or out of order ...
+        assert stats.disconnects == int(kept)  # ... and those kept were closed (reload)
+        server.wait_for(rb"ready", count=3, timeout=30)  # the replacement was respawned
+
+
+def test_reload_handoff_needs_a_master_and_may_be_per_listener() -> None:
+    with pytest.raises(ConfigError, match="reload_handoff = true needs worker_num >= 1"):
+        parse_config({"server": {"type": "tcp", "app": "a:b"},
+                      "settings": {"worker_num": 0, "reload_handoff": True}})  # fmt: skip
+    config = parse_config({"server": {"type": "http", "app": "a:b"},
+                           "settings": {"worker_num": 1},
+                           "listen": [{"type": "tcp", "port": 0, "app": "a:C",
+                                       "settings": {"reload_handoff": True}}]})  # fmt: skip
+    assert not config.settings.reload_handoff
+    assert config.listeners[-1].settings.reload_handoff
