@@ -37,7 +37,7 @@ port = 0
 app = "handoff_app:Echo"
 
 [settings]
-worker_num = 1
+worker_num = {workers}
 reload_handoff = true
 open_eof_split = true
 package_eof = "\\n"
@@ -197,7 +197,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = Path(tmp) / "handoff.toml"
             n = (tcp + ws) * int(4 / period)  # recycled about every 4 s of traffic
-            cfg.write_text(CONFIG.format(wait=30, extra=extra.format(n=n)))
+            cfg.write_text(CONFIG.format(wait=30, extra=extra.format(n=n), workers=1))
             os.environ["PYTHONPATH"] = str(ROOT / "tests")
             with Twistd(cfg, cwd=ROOT / "tests") as server:
                 tcp_port, ws_port = ports(server)

@@ -35,6 +35,13 @@ class Echo(Counted, TCPProtocol):
     def messageReceived(self, data: bytes) -> None:
         text = data.decode().strip()
         self.stay = self.stay or text == "stay"
+        if text == "whoami":
+            self.send(f"{self.connId} {os.getpid()}\n".encode())
+            return
+        if text.startswith("to "):  # "to ID TEXT": TEXT to connection ID, held by any worker
+            _, connId, rest = text.split(" ", 2)
+            self.server.send(int(connId), f"{rest} from {self.connId}\n".encode())
+            return
         self.send(self.answer(text).encode() + b"\n")
 
     def canHandOff(self) -> bool:

@@ -17,7 +17,7 @@ import pytest
 from tx_swoole.config import parse_config
 from tx_swoole.errors import ConfigError
 
-from .support import Twistd
+from .support import Twistd, make_certificates
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -27,9 +27,10 @@ pytestmark = pytest.mark.integration
 HANDED = rb"worker 0: (\d+) connections handed to the replacement, (\d+) drain here"
 
 
-def serve(tmp_path: Path, wait: float = 10, extra: str = "") -> Twistd:
+def serve(tmp_path: Path, wait: float = 10, extra: str = "", more: str = "",
+          workers: int = 1) -> Twistd:  # fmt: skip
     cfg = tmp_path / "handoff.toml"
-    cfg.write_text(CONFIG.format(wait=wait, extra=extra))
+    cfg.write_text(CONFIG.format(wait=wait, extra=extra, workers=workers) + more)
     return Twistd(cfg, cwd=ROOT / "tests")
 
 
@@ -81,12 +82,26 @@ def test_connections_survive_max_request_recycling(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_half_sent_message_moves_and_a_refusing_connection_stays(tmp_path: Path) -> None:
+def test_a_half_sent_message_moves_and_refusing_and_tls_connections_stay(
+    tmp_path: Path,
+) -> None:
     import socket
+    import ssl
 
-    with serve(tmp_path, wait=2) as server:
-        tcp_port, _ = ports(server)
+    certs = make_certificates(tmp_path / "certs")
+    tls = (f'\n[[listen]]\ntype = "tcp"\nhost = "127.0.0.1"\nport = 0\n'
+           f'app = "handoff_app:Echo"\n\n[listen.settings]\nopen_eof_split = true\n'
+           f'package_eof = "\\n"\nssl_cert_file = "{certs["server"]}"\n'
+           f'ssl_key_file = "{certs["server_key"]}"\n')  # fmt: skip
+    with serve(tmp_path, wait=2, more=tls) as server:
+        found = server.wait_for(rb"serving tcp app \S+ on [\d.]+:(\d+)", count=2)
+        tcp_port, tls_port = (int(m.group(1)) for m in found)
         server.wait_for(rb"ready")
+        context = ssl.create_default_context(cafile=str(certs["ca"]))
+        secure = context.wrap_socket(socket.create_connection(("127.0.0.1", tls_port)),
+                                     server_hostname="localhost")  # fmt: skip
+        secure.sendall(b"s:0\n")
+        assert secure.recv(100).startswith(b"s:0 1 ")
         first = worker_pids(server)[0]
         moving = socket.create_connection(("127.0.0.1", tcp_port), timeout=10)
         staying = socket.create_connection(("127.0.0.1", tcp_port), timeout=10)
@@ -97,7 +112,7 @@ def test_a_half_sent_message_moves_and_a_refusing_connection_stays(tmp_path: Pat
         moving.sendall(b"a:1 half")  # no end yet: the framer holds it
         server.signal(signal.SIGUSR1)
         m = server.wait_for(HANDED, timeout=30)[0]
-        assert (int(m.group(1)), int(m.group(2))) == (1, 1)  # moved, stayed
+        assert (int(m.group(1)), int(m.group(2))) == (1, 2)  # moved; refused and TLS stayed
         second = worker_pids(server)[-1]
         assert second != first
         moving.sendall(b" and the rest\n")
@@ -113,6 +128,10 @@ def test_a_half_sent_message_moves_and_a_refusing_connection_stays(tmp_path: Pat
         server.wait_for(rb"closed: reload")
         moving.sendall(b"a:2\n")
         assert moving.recv(100) == f"a:2 3 {second}\n".encode()
+        with pytest.raises((ConnectionResetError, ssl.SSLError, OSError)):
+            secure.sendall(b"s:1\n")  # the old worker closed it at max_wait_time (reload)
+            if not secure.recv(100):
+                raise ConnectionResetError("closed")
         moving.close()
         staying.close()
 
@@ -151,3 +170,37 @@ def test_reload_handoff_needs_a_master_and_may_be_per_listener() -> None:
                                        "settings": {"reload_handoff": True}}]})  # fmt: skip
     assert not config.settings.reload_handoff
     assert config.listeners[-1].settings.reload_handoff
+
+
+@pytest.mark.timeout(60)
+def test_ids_stay_valid_for_sends_from_any_worker(tmp_path: Path) -> None:
+    import socket
+
+    def whoami(s: socket.socket) -> tuple[int, str]:
+        s.sendall(b"whoami\n")
+        connId, pid = s.recv(100).split()
+        return int(connId), pid.decode()
+
+    with serve(tmp_path, workers=2) as server:
+        tcp_port, _ = ports(server)
+        server.wait_for(rb"ready", count=2)
+        by_pid: dict[str, tuple[socket.socket, int]] = {}
+        while len(by_pid) < 2:  # one connection on each worker
+            s = socket.create_connection(("127.0.0.1", tcp_port), timeout=10)
+            connId, pid = whoami(s)
+            if pid in by_pid:
+                s.close()
+            else:
+                by_pid[pid] = (s, connId)
+        (a, id_a), (b, id_b) = by_pid.values()
+        server.signal(signal.SIGUSR1)  # both workers replaced, one after the other
+        server.wait_for(HANDED.replace(b"worker 0", rb"worker \d"), timeout=30, count=2)
+        for s, own in ((a, id_a), (b, id_b)):
+            connId, pid = whoami(s)
+            assert connId == own and pid not in by_pid  # same id, a new worker
+        a.sendall(f"to {id_b} hello\n".encode())  # across workers, by the ids they had
+        assert b.recv(100) == f"hello from {id_a}\n".encode()
+        b.sendall(f"to {id_a} hi\n".encode())
+        assert a.recv(100) == f"hi from {id_b}\n".encode()
+        a.close()
+        b.close()

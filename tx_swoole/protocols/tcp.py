@@ -427,8 +427,11 @@ class TCPProtocol(TrackedProtocol):
     def handoffReady(self) -> bool | None:
         if self._closeReason is not None or not self.connected or self._peerDone:
             return None
-        if getattr(self.transport, "TLS", False) or not self.canHandOff():
+        transport = self.transport
+        if getattr(transport, "encrypted", False) or getattr(transport, "TLS", False):
             return None  # (TLS state lives in this process)
+        if not self.canHandOff():
+            return None
         return not self._busy and not self._waiting and not pending_bytes(self.transport)
 
     def handoffState(self) -> dict[str, Any]:
