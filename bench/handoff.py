@@ -91,7 +91,10 @@ async def _tcp(port: int, name: str, stats: Stats, period: float, stop: asyncio.
 
     async def read() -> None:
         while True:
-            line = await reader.readline()
+            try:
+                line = await reader.readline()
+            except ConnectionError:  # reset: closed all the same
+                return
             if not line:
                 return
             client.check(line.decode())

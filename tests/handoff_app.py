@@ -56,5 +56,4 @@ class WsEcho(Counted, WebSocketProtocol):
         self.send(self.answer(str(message)))
 
     def connectionClosed(self, code: int, reason: str) -> None:
-        if reason == "handoff":
-            print(f"websocket {self.connId} closed: {code} {reason}", flush=True)
+        print(f"websocket {self.connId} closed: {code} {reason}", flush=True)

@@ -149,14 +149,16 @@ def test_a_replacement_dying_mid_handoff_leaves_them_with_the_old_worker(
         def during() -> None:  # until the old worker has closed what it kept
             server.signal(signal.SIGUSR1)
             server.wait_for(HANDED, timeout=30)
-            server.wait_for(rb"still had \d+ connections open after max_wait_time", timeout=30)
+            server.wait_for(rb"connection \d+ closed: reload", timeout=30, count=20)  # TCP
+            server.wait_for(rb"websocket \d+ closed: 1001", timeout=30, count=20)  # going away
 
         stats: Any = asyncio.run(drive(tcp_port, ws_port, 20, 20, 0.05, during))
         assert mark.exists()  # the replacement died adopting its first connection
         [(handed, kept)] = re.findall(HANDED, bytes(server.output))
         assert int(kept) == 40 - int(handed) and int(kept) > 0
-        assert stats.wrong == []  # nothing lost silently or out of order ...
-        assert stats.disconnects == int(kept)  # ... and those kept were closed (reload)
+        assert stats.wrong == []  # nothing lost silently or out of order: what was not
+        assert stats.disconnects >= 20  # answered was closed (the clients may not all have
+        # read their close yet when they stop; the server's side says all 40 were closed)
         server.wait_for(rb"ready", count=3, timeout=30)  # the replacement was respawned
 
 
