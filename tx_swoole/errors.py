@@ -203,6 +203,18 @@ class WatchError(RedisError):
     """A ``WATCH``ed key changed before ``EXEC``; the transaction did not run."""
 
 
+class RedisClusterError(RedisError):
+    """Redis Cluster: no node answered for the topology, a slot has no reachable primary within
+    ``failover_timeout``, or a command was redirected more than ``max_redirects`` times."""
+
+
+class RedisCrossSlotError(RedisClusterError, ValueError):
+    """A command's keys hash to different cluster slots; refused before anything is sent.
+
+    Put keys used together in one slot with a hash tag: ``{user1}:a`` and ``{user1}:b``.
+    """
+
+
 class TCPClientError(SwooleError):
     """Base of the errors of :class:`~tx_swoole.clients.tcp.TCPClient`; messages name
     host:port."""

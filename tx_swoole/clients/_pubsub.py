@@ -22,11 +22,12 @@ from twisted.internet.protocol import Factory
 from tx_swoole._log import SwooleLogger
 from tx_swoole.clients._connection import IRedisConnector, RedisConnection
 from tx_swoole.clients._resp import pack_command
+from tx_swoole.clients._slots import key_slot
 from tx_swoole.errors import RedisConnectionError, RedisReplyError
 
 log = SwooleLogger("tx_swoole.redis.pubsub")
 Callback = Callable[[Any, Any], Any]
-_PUSH = {b"message", b"pmessage", "message", "pmessage"}
+_PUSH = {b"message", b"pmessage", b"smessage", "message", "pmessage", "smessage"}
 
 
 class PubSubConnection(RedisConnection):
@@ -55,10 +56,18 @@ class PubSubConnection(RedisConnection):
 
 
 class PubSub:
-    """Subscriptions of one subscriber; see the module docstring."""
+    """Subscriptions of one subscriber; see the module docstring.
 
-    def __init__(self, pool: IRedisConnector) -> None:
+    ``sharded``: the channels are a cluster node's shard channels (``SSUBSCRIBE``; the caller
+    gives channels of one slot per call, as Redis requires).
+    """
+
+    def __init__(self, pool: IRedisConnector, sharded: bool = False) -> None:
         self.pool = pool
+        self.sharded = sharded
+        self._subscribe, self._unsubscribe = (
+            ("SSUBSCRIBE", "SUNSUBSCRIBE") if sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
+        )
         self.channels: dict[Any, Callback] = {}
         self.patterns: dict[Any, Callback] = {}
         self.connection: PubSubConnection | None = None
@@ -87,7 +96,10 @@ class PubSub:
         auth = self.pool.auth_command()
         if auth is not None:
             data += pack_command(auth)
-        if self.channels:
+        if self.channels and self.sharded:
+            for group in _by_slot(self.channels):
+                data += pack_command(("SSUBSCRIBE", *group))
+        elif self.channels:
             data += pack_command(("SUBSCRIBE", *self.channels))
         if self.patterns:
             data += pack_command(("PSUBSCRIBE", *self.patterns))
@@ -124,7 +136,7 @@ class PubSub:
         """Subscribe to ``channels``; ``callback(channel, message)`` gets each message."""
         for c in channels:
             self.channels[self._key(c)] = callback
-        await self._command("SUBSCRIBE", channels)
+        await self._command(self._subscribe, channels)
 
     async def psubscribe(self, *patterns: Any, callback: Callback) -> None:
         """Subscribe to glob ``patterns``; ``callback(channel, message)`` gets each message."""
@@ -135,7 +147,18 @@ class PubSub:
     async def unsubscribe(self, *channels: Any) -> None:
         for c in channels:
             self.channels.pop(self._key(c), None)
-        await self._command("UNSUBSCRIBE", channels)
+        await self._command(self._unsubscribe, channels)
+
+    def drop(self, *channels: Any) -> None:
+        """Stop delivering ``channels`` here at once; the server is told when connected (a
+        cluster moving shard channels to the node that now serves their slot)."""
+        for c in channels:
+            self.channels.pop(self._key(c), None)
+        conn = self.connection
+        if conn is not None and conn.closedReason is None and channels:
+            for group in _by_slot(channels) if self.sharded else [list(channels)]:
+                d = conn.send(pack_command((self._unsubscribe, *group)), count=len(group))
+                d.addErrback(lambda f: None)
 
     async def punsubscribe(self, *patterns: Any) -> None:
         for p in patterns:
@@ -148,7 +171,7 @@ class PubSub:
         return name.encode() if isinstance(name, str) else name
 
     def _dispatch(self, reply: list[Any]) -> None:
-        if reply[0] in (b"message", "message"):
+        if reply[0] in (b"message", "message", b"smessage", "smessage"):
             callback, channel, message = self.channels.get(reply[1]), reply[1], reply[2]
         else:
             callback, channel, message = self.patterns.get(reply[1]), reply[2], reply[3]
@@ -168,3 +191,11 @@ class PubSub:
         if self._service is not None:
             await self._service.stopService()
             self._service = None
+
+
+def _by_slot(channels: Any) -> list[list[Any]]:
+    """Shard channels grouped by cluster slot (one SSUBSCRIBE may not span slots)."""
+    groups: dict[int, list[Any]] = {}
+    for c in channels:
+        groups.setdefault(key_slot(c), []).append(c)
+    return list(groups.values())

@@ -27,13 +27,18 @@ methods never raise synchronously.  After connection failures, new connection at
 off with jitter (Twisted's ``backoffPolicy``); while backing off, commands fail at once
 instead of hanging.
 
+``RedisCluster(nodes=[(host, port), ...])`` speaks Redis Cluster with the same command methods
+(see :mod:`tx_swoole.clients._cluster`: slot routing, MOVED/ASK, failover, sharded pub/sub).
+
 The modules behind this face: ``_connection`` (one connection: the FIFO, the pipeline
 collector), ``_pool`` (the pool), ``_pipeline`` (pipelines, scripts), ``_pubsub`` (pub/sub),
-``_commands`` (the command surface, :class:`IRedisCommands`), ``_resp`` (the wire format).
+``_commands`` (the command surface, :class:`IRedisCommands`), ``_resp`` (the wire format),
+``_cluster`` and ``_slots`` (Redis Cluster).
 """
 
 from __future__ import annotations
 
+from tx_swoole.clients._cluster import ClusterPipeline, ClusterPubSub, RedisCluster
 from tx_swoole.clients._commands import IRedisCommands, RedisCommands
 from tx_swoole.clients._connection import IRedisConnector, RedisConnection
 from tx_swoole.clients._pipeline import Pipeline, Script
@@ -41,7 +46,9 @@ from tx_swoole.clients._pool import RedisPool
 from tx_swoole.clients._pubsub import PubSub
 from tx_swoole.errors import (
     RedisAcquireTimeoutError,
+    RedisClusterError,
     RedisConnectionError,
+    RedisCrossSlotError,
     RedisError,
     RedisPoolClosedError,
     RedisProtocolError,
@@ -52,14 +59,19 @@ from tx_swoole.errors import (
 )
 
 __all__ = [
+    "ClusterPipeline",
+    "ClusterPubSub",
     "IRedisCommands",
     "IRedisConnector",
     "Pipeline",
     "PubSub",
     "RedisAcquireTimeoutError",
+    "RedisCluster",
+    "RedisClusterError",
     "RedisCommands",
     "RedisConnection",
     "RedisConnectionError",
+    "RedisCrossSlotError",
     "RedisError",
     "RedisPool",
     "RedisPoolClosedError",
