@@ -319,6 +319,11 @@ def _listener_settings(
     if settings.ssl_cert_file and server["type"] == "udp":
         raise ConfigError(f"ssl_cert_file with type = 'udp' ({label}): TLS is for TCP "
                           'listeners; set ssl_cert_file = "" in its [listen.settings]')  # fmt: skip
+    if settings.open_proxy_protocol and (settings.ssl_cert_file or server["type"] == "udp"):
+        what = "ssl_cert_file" if settings.ssl_cert_file else "type = 'udp'"
+        raise ConfigError(f"open_proxy_protocol with {what} ({label}): the PROXY header is read "
+                          "on plain stream listeners; terminate TLS at the proxy, or give the "
+                          "proxy a listener without TLS")  # fmt: skip
     settings = _tls(_static(settings, base_dir), base_dir)
     if settings.upload_tmp_dir:
         tmp = os.path.join(os.path.abspath(base_dir), settings.upload_tmp_dir)

@@ -117,6 +117,11 @@ class RequestTimeoutError(HTTPRequestError):
     reason = b"Request Timeout"
 
 
+class ProxyProtocolError(SwooleError, ValueError):
+    """A listener with ``open_proxy_protocol`` got no valid PROXY header first; the connection
+    is closed before the application sees it."""
+
+
 class HeaderValueError(SwooleError, ValueError):
     """A response status, header name or value the application set cannot be sent.
 

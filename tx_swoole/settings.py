@@ -86,6 +86,11 @@ class Settings:
     http_send_timeout: float = field(default=60.0, metadata=_meta(0, 86400))
     # TCP_NODELAY on accepted sockets (Swoole's default: on), so small writes go out at once.
     open_tcp_nodelay: bool = True
+    # Ours: each connection starts with a PROXY protocol header (HAProxy v1 or v2) naming the
+    # client a load balancer relays; the app sees that address.  Without it (off), such a
+    # header is refused as bad input.  The header must arrive within proxy_protocol_timeout.
+    open_proxy_protocol: bool = False
+    proxy_protocol_timeout: float = field(default=5.0, metadata=_meta(0, 3600))
     # WebSocket: accept permessage-deflate offers (RFC 7692); off by default, as in Swoole.
     websocket_compression: bool = False
     # Seconds between the server's pings to each WebSocket connection (0: none); a connection

@@ -276,7 +276,7 @@ class RedisCluster(RedisCommands, ScanCommands):
             self._timer.clock = self.reactor
             self._timer.start(self.refreshInterval, now=False)
         for subscriber in self._subscribers:
-            subscriber._moved()
+            subscriber.slot_map_changed()
 
     def _nodeFailed(self, pool: NodePool) -> None:
         if not pool.down:
@@ -302,17 +302,21 @@ class RedisCluster(RedisCommands, ScanCommands):
                 pass  # no node answered this time; the poll goes on until the deadline
 
     # -- the command path ----------------------------------------------------------------------
-    def _call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:
+    def call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:
+        """Run the command ``args``; ``transform`` converts its reply (what every command
+        method calls)."""
         table = self._slotPools
         if table is not None and len(args) > 1 and args[0] in _FIRST_KEY:
             pool = table[_slots.key_slot(args[1])]
             if pool is not None and pool.shared and not pool.down:
                 if self.readFromReplicas and args[0] in _slots.READ_ONLY:
                     pool = self._reader(pool)
-                d = pool._call(args, transform)
+                d = pool.call(args, transform)
                 d.addErrback(self._failed, pool, args, transform)
                 return d
         return defer.ensureDeferred(self._route(args, transform))
+
+    _call = call
 
     def _reader(self, primary: NodePool) -> NodePool:
         readers = self._readers.get((primary.host, primary.port))
@@ -343,8 +347,8 @@ class RedisCluster(RedisCommands, ScanCommands):
             if deadline is None:
                 deadline = now + self.failoverTimeout
             if now >= deadline:
-                raise RedisClusterError(f"{args[0]!r}: the cluster kept answering {message} "
-                                        f"for failover_timeout={self.failoverTimeout}s")  # fmt: skip
+                raise RedisClusterError(f"{args[0]!r}: the cluster kept answering {message} for "
+                                        f"failover_timeout={self.failoverTimeout}s")  # fmt: skip
             down = message.startswith("CLUSTERDOWN")
             await task.deferLater(self.reactor, FAILOVER_POLL if down else RETRY_PAUSE)
             if down:
@@ -440,7 +444,7 @@ class RedisCluster(RedisCommands, ScanCommands):
 
     async def _fanout(self, name: str, args: tuple[Any, ...], transform: Transform) -> Any:
         outcomes = await defer.DeferredList(
-            [p._call(args, transform) for p in self.primaries()], consumeErrors=True
+            [p.call(args, transform) for p in self.primaries()], consumeErrors=True
         )
         for ok, value in outcomes:
             if not ok:
@@ -540,7 +544,7 @@ class RedisCluster(RedisCommands, ScanCommands):
 
 
 # The commands that take their one key first: the fast path routes them without a table walk.
-_FIRST_KEY = frozenset(name for name, spec in _slots._SPECS.items() if spec == (1, 1, 1))
+_FIRST_KEY = _slots.single_key_commands()
 
 
 class ClusterPipeline(Pipeline):
@@ -571,7 +575,7 @@ class ClusterPipeline(Pipeline):
                 alone.append(i)
             else:
                 slots[i] = slot
-        singles = [cluster._call(*commands[i]) for i in alone]
+        singles = [cluster.call(*commands[i]) for i in alone]
         # Rounds: each node's share in one write, in the order queued; what was redirected
         # goes again in the next round (ASK: after ASKING, to the node named), still in order.
         todo: list[int] = list(slots)
@@ -677,7 +681,7 @@ class ClusterPubSub:
             if address is not None:
                 self._subscriber(address).drop(c)
 
-    def _moved(self) -> None:
+    def slot_map_changed(self) -> None:
         """The slot map changed: move shard channels whose slot is now served elsewhere, and
         the classic subscriber off a node that is down."""
         cluster = self.cluster
@@ -704,7 +708,7 @@ class ClusterPubSub:
         if old is not None:
             ps.channels, ps.patterns = dict(old.channels), dict(old.patterns)
             if ps.channels or ps.patterns:
-                ps._start()  # resubscribes all of them once connected
+                ps.start()  # resubscribes all of them once connected
         return ps
 
     async def _classic(self) -> PubSub:

@@ -96,7 +96,9 @@ class RedisPool(Pool, RedisCommands, ScanCommands):
         return d.addErrback(lambda f: None)
 
     # -- command path --------------------------------------------------------------------------
-    def _call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:
+    def call(self, args: tuple[Any, ...], transform: Transform = None) -> defer.Deferred[Any]:
+        """Run the command ``args``; ``transform`` converts its reply (what every command
+        method calls)."""
         shared = self.shared
         n = len(shared)
         # Fast path (what _check tests, inlined): round-robin over the shared connections,
@@ -107,6 +109,8 @@ class RedisPool(Pool, RedisCommands, ScanCommands):
                 self._next += 1
                 return conn.send(pack_command(args), transform)
         return defer.ensureDeferred(self._callSlow(args, transform))
+
+    _call = call
 
     async def _callSlow(self, args: tuple[Any, ...], transform: Transform) -> Any:
         conn = await self.shared_connection()

@@ -73,7 +73,8 @@ class PubSub:
         self.connection: PubSubConnection | None = None
         self._service: ClientService | None = None
 
-    def _start(self) -> ClientService:
+    def start(self) -> ClientService:
+        """Start connecting (subscriptions already recorded are sent once connected)."""
         if self._service is None:
             pool = self.pool
 
@@ -115,7 +116,7 @@ class PubSub:
             self.connection = None
 
     async def _conn(self) -> PubSubConnection:
-        service = self._start()
+        service = self.start()
         timeout = self.pool.connectTimeout or 30.0
         d = service.whenConnected(failAfterFailures=None)
         d.addTimeout(timeout, self.pool.reactor)

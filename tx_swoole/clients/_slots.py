@@ -128,6 +128,11 @@ READ_ONLY = frozenset(
 )
 
 
+def single_key_commands() -> frozenset[str]:
+    """The commands whose one key is their first argument (the commonest shape)."""
+    return frozenset(name for name, spec in _SPECS.items() if spec == _ONE)
+
+
 def command_name(args: Sequence[Any]) -> str:
     """The command's name in upper case (``args[0]``, str or bytes)."""
     name = args[0]

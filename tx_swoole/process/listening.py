@@ -18,6 +18,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 
 from tx_swoole.config import Listener, ServerConfig
+from tx_swoole.protocols.proxy import ProxyHeaderFactory
 from tx_swoole.protocols.tcp import ConnectionTable, TrackedProtocol
 from tx_swoole.reactor import IServerReactor
 from tx_swoole.tls import (
@@ -141,8 +142,10 @@ class Listening:
             else:
                 self.port = reactor.adoptDatagramPort(fd, _family(fd), self.datagrams, size)
             return
-        table = self.table
+        table: Any = self.table
         assert table is not None
+        if x.settings.open_proxy_protocol:
+            table = ProxyHeaderFactory(table, x.settings.proxy_protocol_timeout, reactor)
         if x.unix_path:  # a Unix socket (no TLS on it)
             if fd is not None:
                 self.port = adopt_unix_port(fd, table, x.mode, reactor=reactor)

@@ -45,6 +45,7 @@ from tx_swoole.errors import (
     HTTPVersionError,
     MalformedRequestError,
 )
+from tx_swoole.protocols._proxy import looks_like_header
 
 __all__ = [
     "ABORT", "CLOSE", "END", "LINGER", "Marker", "ParsedRequest", "Refused", "RequestParser",
@@ -236,7 +237,12 @@ class RequestParser:
                 "open_http2_protocol is off"
             ))  # fmt: skip
             return
-        self._refuse(MalformedRequestError(f"malformed request: {e} (data {data[:_SAMPLE]!r})"))
+        hint = ""
+        if looks_like_header(data):
+            hint = ": a PROXY protocol header, and open_proxy_protocol is off on this listener"
+        self._refuse(MalformedRequestError(
+            f"malformed request: {e} (data {data[:_SAMPLE]!r}){hint}"
+        ))  # fmt: skip
 
     def _measure_open_head(self) -> None:
         if not self._counting:  # this head began in an unmeasured read: measure it now
