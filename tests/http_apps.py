@@ -13,7 +13,8 @@ from tx_swoole.protocols.http import Request, Response, streaming
 def handler(request: Request, response: Response) -> Any:
     """``/upload`` answers the body's length, ``/big?n=N`` N bytes, ``/late`` after 0.2 s,
     ``/nodelay`` the TCP_NODELAY option of its own socket, ``/parts`` three writes, ``/tls``
-    the scheme and the common name of the client's certificate."""
+    the scheme and the common name of the client's certificate, ``/peer`` the client's
+    address as the server sees it."""
     path = request.path
     if path == "/upload":
         return response.end(str(len(request.body)))
@@ -30,6 +31,9 @@ def handler(request: Request, response: Response) -> Any:
         cert = request.peer_certificate
         names = dict(pair[0] for pair in cert["subject"]) if cert else {}
         return response.end(f"{request.scheme} {names.get('commonName', '-')}")
+    if path == "/peer":
+        host, port = request.remote_addr
+        return response.end(f"{host} {port}")
     if path == "/parts":
         response.write("a")
         response.write("b")

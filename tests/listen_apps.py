@@ -35,6 +35,17 @@ class Chat(TCPProtocol):
             self.send(b"echo " + line + b"\n")
 
 
+class Peer(TCPProtocol):
+    """Says the client's address as the server sees it (``getClientInfo``), then echoes."""
+
+    def connectionOpened(self) -> None:
+        info = self.server.getClientInfo(self.connId)
+        self.send(f"peer {info.remote_host} {info.remote_port}\n".encode())
+
+    def messageReceived(self, data: bytes) -> None:
+        self.send(b"echo " + data)
+
+
 class UDPEcho(UDPProtocol):
     """Answers ``WORKER_ID:DATA``; ``slow...`` answers after 0.5 s (logged when it starts)."""
 
