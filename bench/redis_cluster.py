@@ -63,8 +63,9 @@ asyncio.run(main())
 
 
 def run(python: str, source: str, n: int, port: int) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     out = subprocess.run([python, "-c", source, str(n), "50", str(port)], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(HERE.parent)})  # fmt: skip
+                         text=True, timeout=600, env=env)  # fmt: skip
     if out.returncode:
         raise SystemExit(out.stderr)
     return {m[1]: float(m[2]) for m in re.finditer(r"(\w+) (\d+)", out.stdout)}

@@ -146,3 +146,71 @@ class RedisClusterServers:
     def stop(self) -> None:
         for port in list(self.procs):
             self.kill(port)
+
+
+class RedisSentinels:
+    """A master, one replica and three ``redis-server --sentinel`` watching them as
+    ``mymaster`` (down after 1 s), on free ports in a temp directory."""
+
+    def __init__(self, directory: Path, down_after_ms: int = 1000) -> None:
+        self.directory = directory
+        taken: set[int] = set()
+        self.data = [cluster_port(taken) for _ in range(2)]
+        self.sentinel_ports = [cluster_port(taken) for _ in range(3)]
+        self.downAfter = down_after_ms
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", p) for p in self.sentinel_ports]
+
+    def _spawn(self, port: int, args: list[str]) -> None:
+        self.procs[port] = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)  # fmt: skip
+        wait_until(lambda: RedisClusterServers._pong(port), 10, what=f"redis on {port}")
+
+    def start(self) -> None:
+        master, replica = self.data
+        for port in self.data:
+            d = self.directory / str(port)
+            d.mkdir(exist_ok=True)
+            extra = ["--replicaof", "127.0.0.1", str(master)] if port == replica else []
+            self._spawn(port, ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no", "--dir", str(d),
+                               "--repl-ping-replica-period", "1", *extra])  # fmt: skip
+        wait_until(lambda: "master_link_status:up" in _ask(replica, "INFO", "replication"), 20,
+                   0.1, "the replica to sync")  # fmt: skip
+        for port in self.sentinel_ports:
+            conf = self.directory / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"sentinel monitor mymaster 127.0.0.1 {master} 2\n"
+                f"sentinel down-after-milliseconds mymaster {self.downAfter}\n"
+                "sentinel failover-timeout mymaster 5000\n"
+                "sentinel parallel-syncs mymaster 1\n"
+            )
+            self._spawn(port, ["redis-server", str(conf), "--sentinel"])
+
+        def known() -> bool:
+            for port in self.sentinel_ports:
+                out = _ask(port, "SENTINEL", "replicas", "mymaster")
+                if str(replica) not in out:
+                    return False
+                if "num-other-sentinels\n2" not in _ask(port, "SENTINEL", "master", "mymaster"):
+                    return False
+            return True
+
+        wait_until(known, 30, 0.1, "the sentinels to know the replica and each other")
+
+    def master(self) -> int:
+        out = _ask(self.sentinel_ports[0], "SENTINEL", "get-master-addr-by-name", "mymaster")
+        return int(out.split()[1])
+
+    def kill(self, port: int) -> None:
+        proc = self.procs.pop(port)
+        proc.kill()
+        proc.wait()
+
+    def stop(self) -> None:
+        for port in list(self.procs):
+            self.kill(port)

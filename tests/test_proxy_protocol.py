@@ -28,8 +28,8 @@ def v2(command: int = 1, family: int = 0x11, addresses: bytes | None = None,
     return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(body)) + body
 
 
-V2_6 = v2(family=0x21, addresses=socket.inet_pton(socket.AF_INET6, "2001:db8::1")
-          + socket.inet_pton(socket.AF_INET6, "2001:db8::2") + struct.pack("!HH", 443, 80))  # fmt: skip
+_SIX = [socket.inet_pton(socket.AF_INET6, a) for a in ("2001:db8::1", "2001:db8::2")]
+V2_6 = v2(family=0x21, addresses=b"".join(_SIX) + struct.pack("!HH", 443, 80))
 CASES = [
     (V1, Header(len(V1), ("203.0.113.7", 51234), ("192.0.2.1", 80), 1)),
     (b"PROXY TCP6 2001:db8::1 ::1 1 2\r\n", Header(32, ("2001:db8::1", 1), ("::1", 2), 1)),
