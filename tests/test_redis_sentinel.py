@@ -1,4 +1,4 @@
-"""RedisPool.from_sentinel against a real master, replica and three sentinels: discovery,
+"""SentinelPool against a real master, replica and three sentinels: discovery,
 replica reads, and failovers (forced, and kill -9 of the master) under 50 callers."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor, task
 
 from tests.redis_cluster import RedisSentinels
 from tests.redis_server import free_port
-from tx_swoole.clients.redis import RedisPool
+from tx_swoole.clients.redis import RedisPool, SentinelPool
 from tx_swoole.errors import RedisConnectionError, RedisReplyError, RedisTimeoutError
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ async def pools() -> AsyncIterator[Any]:
     made: list[RedisPool] = []
 
     def make(servers: RedisSentinels, **kwargs: Any) -> RedisPool:
-        made.append(RedisPool.from_sentinel(servers.sentinels, "mymaster", **kwargs))
+        made.append(SentinelPool(servers.sentinels, "mymaster", **kwargs))
         return made[-1]
 
     yield make

@@ -88,17 +88,6 @@ class RedisPool(Pool, RedisCommands, ScanCommands):
         self.encoding = encoding
         self._next = 0
 
-    @classmethod
-    def from_sentinel(cls, sentinels: Iterable[tuple[str, int]], service_name: str, *,
-                      role: str = "master", **kwargs: Any) -> RedisPool:  # fmt: skip
-        """A pool on the master (or, ``role="replica"``, a replica) of ``service_name`` as the
-        ``sentinels`` name it, following failovers: see :mod:`tx_swoole.clients._sentinel`.
-        ``failover_timeout`` (20 s) bounds how long commands wait for a new master;
-        ``sentinel_password``; the other keywords are this class's."""
-        from tx_swoole.clients._sentinel import SentinelPool
-
-        return SentinelPool(sentinels, service_name, role=role, **kwargs)
-
     def _reusable(self, conn: Any) -> bool:
         return not (conn.dirty or conn.pending)
 

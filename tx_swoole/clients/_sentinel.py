@@ -1,6 +1,6 @@
 """Redis Sentinel: a pool whose server is whichever one the sentinels name.
 
-``RedisPool.from_sentinel([(host, port), ...], "mymaster")`` asks the sentinels (the first that
+``SentinelPool([(host, port), ...], "mymaster")`` asks the sentinels (the first that
 answers; it moves to the front) for the master of the service, checks with ``ROLE`` that the
 server really is one, and connects to it with the pool's usual behaviour.
 ``role="replica"`` connects to one of the service's replicas instead (read scaling).

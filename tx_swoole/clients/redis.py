@@ -27,13 +27,17 @@ methods never raise synchronously.  After connection failures, new connection at
 off with jitter (Twisted's ``backoffPolicy``); while backing off, commands fail at once
 instead of hanging.
 
+``SentinelPool(sentinels=[(host, port), ...], service_name="mymaster")`` is a ``RedisPool`` on
+whichever server the sentinels name as the master (``role="replica"``: a replica), following
+failovers (see :mod:`tx_swoole.clients._sentinel`).
+
 ``RedisCluster(nodes=[(host, port), ...])`` speaks Redis Cluster with the same command methods
 (see :mod:`tx_swoole.clients._cluster`: slot routing, MOVED/ASK, failover, sharded pub/sub).
 
 The modules behind this face: ``_connection`` (one connection: the FIFO, the pipeline
 collector), ``_pool`` (the pool), ``_pipeline`` (pipelines, scripts), ``_pubsub`` (pub/sub),
 ``_commands`` (the command surface, :class:`IRedisCommands`), ``_resp`` (the wire format),
-``_cluster`` and ``_slots`` (Redis Cluster).
+``_cluster`` and ``_slots`` (Redis Cluster), ``_sentinel`` (Sentinel).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from tx_swoole.clients._connection import IRedisConnector, RedisConnection
 from tx_swoole.clients._pipeline import Pipeline, Script
 from tx_swoole.clients._pool import RedisPool
 from tx_swoole.clients._pubsub import PubSub
+from tx_swoole.clients._sentinel import SentinelPool
 from tx_swoole.errors import (
     RedisAcquireTimeoutError,
     RedisClusterError,
@@ -80,5 +85,6 @@ __all__ = [
     "RedisTimeoutError",
     "RedisWrongProcessError",
     "Script",
+    "SentinelPool",
     "WatchError",
 ]
