@@ -55,7 +55,8 @@ def write_config(
 class Twistd:
     """A real ``twistd -n swoole -c CONFIG`` process; its output is collected in ``output``."""
 
-    def __init__(self, config: Path, *args: str, cwd: Path | None = None) -> None:
+    def __init__(self, config: Path, *args: str, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
         if "--pidfile" not in " ".join(args):
             args = ("--pidfile=", *args)
         self.output = bytearray()
@@ -65,6 +66,7 @@ class Twistd:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
