@@ -22,12 +22,12 @@ import os
 from typing import Any
 
 from twisted.logger import Logger
+from ws_chat import MAX_TEXT, page  # noqa: F401  (page: the http_app, as in ws_chat)
 
 from tx_swoole.clients.redis import RedisCluster, RedisPool
 from tx_swoole.process.nodes import Nodes
 from tx_swoole.protocols.http import Request
 from tx_swoole.protocols.websocket import WebSocketProtocol
-from ws_chat import MAX_TEXT, page  # noqa: F401  (page: the http_app, as in ws_chat)
 
 log = Logger("ws_chat_nodes")
 redis: Any = None

@@ -56,12 +56,13 @@ class Twistd:
     """A real ``twistd -n swoole -c CONFIG`` process; its output is collected in ``output``."""
 
     def __init__(self, config: Path, *args: str, cwd: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:  # fmt: skip
         if "--pidfile" not in " ".join(args):
             args = ("--pidfile=", *args)
         self.output = bytearray()
         self.proc = subprocess.Popen(
-            [*TWISTD, *args, "-n", "swoole", "-c", str(config)],
+            [*prefix, *TWISTD, *args, "-n", "swoole", "-c", str(config)],
             cwd=str(cwd or config.parent),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -83,6 +83,7 @@ async def test_members_on_two_nodes_see_each_other(tmp_path: Path, own_redis) ->
         redis = RedisPool(port=own_redis.port)
         outsider = Nodes(SimpleNamespace(tables=[]), redis, "c")
         try:
+
             def listen(ready: Any) -> str:
                 with connect(f"ws://127.0.0.1:{b_port}/chat?name=dave") as dave:
                     _until_heard(dave, "* dave joined (b)")
