@@ -95,8 +95,12 @@ backend nodes
 class Cluster:
     """3 nodes (2 workers each) + a 3-primary Redis Cluster + HAProxy + a client namespace."""
 
-    def __init__(self, tmp: Path, nodes: int = 3) -> None:
+    def __init__(self, tmp: Path, nodes: int = 3, workers: int = 2,
+                 pin: tuple[str, str] | None = None) -> None:  # fmt: skip
+        """``pin``: (CPUs for the nodes, CPUs for HAProxy), as ``taskset -c`` takes them."""
         self.tmp = tmp
+        self.workers = workers
+        self.pin = pin
         self.nodes = [f"n{i + 1}" for i in range(nodes)]
         self.hosts = Hosts([*self.nodes, "lb", "client"])
         self.redis: dict[str, subprocess.Popen[bytes]] = {}
@@ -114,27 +118,30 @@ class Cluster:
         self._haproxy()
 
     def _redis(self) -> None:
-        seeds = []
-        for n in self.nodes:
-            d = self.tmp / f"redis-{n}"
+        """Three Redis Cluster primaries, spread over the nodes' namespaces."""
+        seeds, where = [], []
+        for i in range(3):
+            n = self.nodes[i % len(self.nodes)]
+            d = self.tmp / f"redis-{i}"
             d.mkdir()
-            host = self.hosts.address[n]
-            self.redis[n] = subprocess.Popen(
-                [*self.hosts.run(n), "redis-server", "--port", "7000", "--bind", host,
+            host, port = self.hosts.address[n], str(7000 + i)
+            self.redis[f"{n}:{port}"] = subprocess.Popen(
+                [*self.hosts.run(n), "redis-server", "--port", port, "--bind", host,
                  "--save", "", "--appendonly", "no", "--dir", str(d), "--cluster-enabled",
                  "yes", "--protected-mode", "no"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            seeds.append(f"{host}:7000")
-        for n, seed in zip(self.nodes, seeds, strict=True):
+            seeds.append(f"{host}:{port}")
+            where.append(n)
+        for n, seed in zip(where, seeds, strict=True):
             wait_until(lambda n=n, seed=seed: self._cli(n, seed, "PING") == "PONG", 15,
-                       what=f"redis in {n}")  # fmt: skip
-        out = subprocess.run([*self.hosts.run(self.nodes[0]), "redis-cli", "--cluster",
+                       what=f"redis {seed}")  # fmt: skip
+        out = subprocess.run([*self.hosts.run(where[0]), "redis-cli", "--cluster",
                               "create", *seeds, "--cluster-yes"],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr
         wait_until(lambda: all("cluster_state:ok" in self._cli(n, s, "CLUSTER", "INFO")
-                               for n, s in zip(self.nodes, seeds, strict=True)),
+                               for n, s in zip(where, seeds, strict=True)),
                    30, 0.1, "the Redis Cluster")  # fmt: skip
         self.seeds = ",".join(seeds)
 
@@ -149,7 +156,7 @@ class Cluster:
             self.tmp,
             {"type": "websocket", "host": self.hosts.address[n], "port": 8000,
              "app": "tests.multinode_app:Chat", "http_app": "tests.multinode_app:http"},
-            {"worker_num": 2, "open_proxy_protocol": True, "max_wait_time": 10},
+            {"worker_num": self.workers, "open_proxy_protocol": True, "max_wait_time": 10},
             {"worker_start": "tests.multinode_app:on_worker_start",
              "worker_stop": "tests.multinode_app:on_worker_stop"},
             name=f"{n}.toml",
@@ -157,8 +164,8 @@ class Cluster:
         t = Twistd(config, f"--pidfile={self.tmp / n}.pid", cwd=HERE.parent,
                    env={"TX_SWOOLE_NODE": n, "REDIS_CLUSTER": self.seeds,
                         "PYTHONPATH": str(HERE.parent)},
-                   prefix=self.hosts.run(n))  # fmt: skip
-        t.wait_for(rb"generation 1\) ready", 30, count=2)
+                   prefix=(*self.hosts.run(n), *self._taskset(0)))  # fmt: skip
+        t.wait_for(rb"generation 1\) ready", 30, count=self.workers)
         self.servers[n] = t
         return t
 
@@ -170,9 +177,12 @@ class Cluster:
         )
         cfg = self.tmp / "haproxy.cfg"
         cfg.write_text(HAPROXY.format(lb=self.hosts.address["lb"], servers=servers))
-        command = [*self.hosts.run("lb"), "haproxy", "-db", "-f", str(cfg)]
+        command = [*self.hosts.run("lb"), *self._taskset(1), "haproxy", "-db", "-f", str(cfg)]
         self.haproxy = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def _taskset(self, which: int) -> tuple[str, ...]:
+        return ("taskset", "-c", self.pin[which]) if self.pin else ()
 
     def start_load(self, http_conns: int, ws_clients: int) -> None:
         self.load = subprocess.Popen(
