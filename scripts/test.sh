@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (the package with its test extras, redis-server, chromium,
-# openssl, curl, h2load, logrotate, mariadb-server) and runs them under coverage; prints the coverage figure
+# openssl, curl, h2load, logrotate, mariadb-server, haproxy, iproute2) and runs them under coverage; prints the coverage figure
 # and fails below the floor (COVERAGE_MIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v h2load >/dev/null 2>&1 || missing="$missing nghttp2-client"  # HTTP/2 load
 command -v logrotate >/dev/null 2>&1 || missing="$missing logrotate"  # log reopening
 command -v mariadbd >/dev/null 2>&1 || missing="$missing mariadb-server"  # the MySQL client
+command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"  # PROXY protocol, several nodes
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"  # network namespaces (several nodes)
+command -v redis-cli >/dev/null 2>&1 || missing="$missing redis-tools"  # Redis Cluster creation
 if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
