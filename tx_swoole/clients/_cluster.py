@@ -208,7 +208,9 @@ class RedisCluster(RedisCommands, ScanCommands):
     def _schedulePoll(self, force: bool = False) -> None:
         if self._closed or self._poll is not None:
             return
-        if force or self._failing or self._down() or self._slotPools is None:
+        # While a primary in the map is down (a failover under way), or someone waits for
+        # the next map; a seed that is gone for good is not polled for.
+        if force or any(p.down for p in self.primaries()):
 
             def poll() -> None:
                 self._poll = None
