@@ -2,7 +2,9 @@
 
 ``python bench/redis_clients.py [N]`` starts a private redis-server on a free port and runs the
 workload of ``../shared/peers/redis_compare.sh`` for each client: 50 concurrent callers over a
-pool of 10, bursts of 1,000 commands in flight, and an explicit pipeline of 1,000.  The peers
+pool of 10, bursts of 1,000 commands in flight, and an explicit pipeline of 1,000; and the C
+``redis-benchmark`` (GET, 10 and 50 connections) against the same server, the machine's
+ceiling, so that a regression of ours shows as a falling ratio.  The peers
 run from the peers venv (``/tmp/peers-venv``, made by ``../shared/peers/setup.sh``).  Prints
 ops/s and the ratios.
 """
@@ -80,6 +82,14 @@ def main() -> None:
         r |= run([sys.executable, "-c", OURS, *args])
         r |= run([PEER_PY, os.path.join(PEERS, "txredisapi_bench.py"), *args])
         r |= run([PEER_PY, os.path.join(PEERS, "redispy_bench.py"), *args])
+        for clients in (10, 50):  # the C client, over as many connections as our pool, and 50
+            out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "get", "-n", n,
+                                  "-c", str(clients), "-q"], capture_output=True,
+                                 text=True).stdout.replace("\r", "\n")  # fmt: skip
+            m = re.findall(r"([\d.]+) requests per second", out)
+            if m:
+                r[f"redis-benchmark c{clients}"] = float(m[-1])
+                print(f"redis-benchmark (C) GET -c {clients}: {float(m[-1]):.0f} ops/s")
     finally:
         server.terminate()
         server.wait()
@@ -88,6 +98,8 @@ def main() -> None:
         ("tx_swoole burst1000", "txredisapi burst1000"),
         ("tx_swoole conc=50", "redis.asyncio conc=50"),
         ("tx_swoole pipeline1000", "redis.asyncio pipeline1000"),
+        ("tx_swoole conc=50", "redis-benchmark c10"),
+        ("tx_swoole conc=50", "redis-benchmark c50"),
     ]
     for ours, peer in pairs:
         if ours in r and peer in r:
