@@ -72,8 +72,8 @@ def wrk(port: int, connections: int, seconds: int) -> tuple[float, float, float]
            "--timeout", "10s", f"http://127.0.0.1:{port}/"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Socket errors: (.*)", out)
     if errors:
         print(f"    ({connections} connections: socket errors {errors.group(1)})")
