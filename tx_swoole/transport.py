@@ -128,6 +128,41 @@ class WriteThroughServer(tcp.Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         own_hot_attributes(self)
+        # Twisted keeps a bound ``socket.fileno`` per connection (72 B); the method below
+        # serves instead.
+        del self.fileno
+
+    def fileno(self) -> int:
+        try:
+            return int(self.socket.fileno())
+        except AttributeError:  # closed: Twisted deleted the socket
+            return -1
+
+    def connectionLost(self, reason: Any) -> None:
+        self.fileno = _closed  # type: ignore[method-assign]  # (Twisted's deletes it)
+        super().connectionLost(reason)
+
+    # Twisted formats these two strings for every connection at accept (136 B); they are read
+    # only to log or print a transport, so they are formatted then.
+    @property
+    def logstr(self) -> str:
+        protocol = getattr(self, "protocol", None)
+        prefix = self._getLogPrefix(protocol) if protocol is not None else "-"
+        return f"{prefix},{self.sessionno},{self.hostname}"
+
+    @logstr.setter
+    def logstr(self, value: str) -> None:
+        pass
+
+    @property
+    def repstr(self) -> str:
+        protocol = getattr(self, "protocol", None)
+        port = getattr(self.server, "_realPortNumber", "?")
+        return f"<{type(protocol).__name__} #{self.sessionno} on {port}>"
+
+    @repstr.setter
+    def repstr(self, value: str) -> None:
+        pass
 
     def doRead(self) -> Any:
         """Twisted's ``doRead`` and ``_dataReceived`` in one frame: the read path of every
@@ -149,6 +184,10 @@ class WriteThroughServer(tcp.Server):
     def pendingBytes(self) -> int:
         """Bytes accepted by ``write`` but not yet handed to the kernel."""
         return len(self.dataBuffer) - self.offset + self._tempDataLen
+
+
+def _closed() -> int:
+    return -1
 
 
 def adopt_connection(fd: int, family: int, factory: Any,
