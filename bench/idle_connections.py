@@ -1,7 +1,8 @@
 """Memory and idle CPU of N idle connections: ours (heartbeat on) vs Twisted + TimeoutMixin.
 
 ``python bench/idle_connections.py [N] [IDLE_SECONDS]`` starts each server in its own process,
-opens N connections from a client process, then reads the server's RSS growth per connection
+opens N connections from a client process (``http``: each asks for one page and keeps
+the connection open), then reads the server's RSS growth per connection
 and its CPU use over IDLE_SECONDS from /proc.  The heartbeat checks every second (ours) or each
 connection holds a timeout timer (Twisted's TimeoutMixin).
 """
@@ -53,6 +54,12 @@ def measure(mode: str, n: int, idle: float) -> tuple[float, float]:
     try:
         for _ in range(n):
             socks.append(socket.create_connection(("127.0.0.1", port)))
+        if mode == "http":  # keep-alive connections: each has had one request answered
+            for s in socks:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            for s in socks:
+                if b"200 OK" not in s.recv(4096):
+                    raise RuntimeError("the HTTP server did not answer")
         time.sleep(2.0)
         per_conn = (rss_kb(server.pid) - base) * 1024 / n
         c0, t0 = cpu_seconds(server.pid), time.monotonic()

@@ -539,6 +539,32 @@ def test_keepalive_timeout_only_when_idle() -> None:
     assert conn.check(6.6, 0) == [CLOSE]
 
 
+def test_idle_connection_rests_without_its_parser() -> None:
+    """A sweep that finds the connection between requests takes its llhttp parser and the last
+    request's objects away; the next request (pipelined, split, or with a body) is read the
+    same.  A head or body in progress keeps its parser over any number of sweeps."""
+    peer = Peer(timeouts=(60.0, 30.0, 60.0, 60.0))
+    peer.feed(b"GET /a HTTP/1.1\r\nX-A: 1\r\n\r\n", 0.0)
+    assert peer.conn.check(1.0, 0) == []
+    assert peer.conn._parser is None and peer.conn._request is None
+    peer.feed(b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nab", 2.0)
+    peer.feed(b"cGET /c HTTP/1.1\r\nHost: x\r\n", 3.0)
+    for now in (4.0, 5.0):  # a head in progress
+        assert peer.conn.check(now, 0) == []
+        assert peer.conn._parser is not None
+    peer.feed(b"\r\n" + NEXT, 6.0)
+    assert [(r.raw_method, r.raw_url, r.body) for r in peer.requests] == [
+        (b"GET", b"/a", b""), (b"POST", b"/b", b"abc"),
+        (b"GET", b"/c", b""), (b"GET", b"/next", b""),
+    ]  # fmt: skip
+    assert peer.requests[0].raw_headers == [(b"X-A", b"1")]
+    assert peer.requests[2].raw_headers == [(b"Host", b"x")]
+    assert peer.sent.count(b"200 OK") == 4 and peer.error is None
+    peer.conn.check(7.0, 0)
+    peer.feed(b"GET /bad HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 8.0)
+    assert isinstance(peer.error, MalformedRequestError)  # refused as before the rest
+
+
 def test_slow_upload_is_not_cut_by_the_keepalive_timeout() -> None:
     """A body arriving slowly is bounded by http_body_timeout between reads, not by the
     keep-alive timeout."""

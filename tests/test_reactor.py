@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,65 @@ def test_reactor_serves_and_survives_errors_in_event_handling() -> None:
         proc.kill()
         _, err = proc.communicate(timeout=10)
     assert err.count(b"bug in connectionLost") >= 2  # logged, not fatal
+
+
+def test_reactor_reads_every_descriptor_but_the_write_only_ones() -> None:
+    """SwooleReactor keeps no set entry per reading descriptor: what it reads is what is
+    registered, less the descriptors only written to.  Every mix of adding and removing
+    readers and writers gives Twisted's answers, and epoll is told the same."""
+    import select
+
+    from twisted.internet.abstract import FileDescriptor
+
+    from tx_swoole.reactor import SwooleReactor
+
+    class Pipe(FileDescriptor):
+        def __init__(self, sock: socket.socket) -> None:
+            super().__init__(reactor)
+            self.sock = sock
+
+        def fileno(self) -> int:
+            return self.sock.fileno()
+
+    reactor = SwooleReactor()
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        a, b, c = (Pipe(s) for s, _ in pairs)
+        for _, far in pairs:
+            far.send(b"x")  # every descriptor is readable, and writable
+
+        own = set(reactor.getReaders())  # the reactor's waker
+        mine = {a.fileno(), b.fileno(), c.fileno()}
+
+        def state() -> tuple[set[Any], set[Any], dict[int, int]]:
+            events = {fd: e for fd, e in reactor._poller.poll(0) if fd in mine}
+            return set(reactor.getReaders()) - own, set(reactor.getWriters()), events
+
+        reactor.addReader(a)
+        reactor.addReader(b)
+        reactor.addWriter(b)
+        reactor.addWriter(c)
+        readers, writers, events = state()
+        assert readers == {a, b} and writers == {b, c}
+        assert events[a.fileno()] == select.EPOLLIN and events[c.fileno()] == select.EPOLLOUT
+        assert events[b.fileno()] == select.EPOLLIN | select.EPOLLOUT
+        assert reactor._writeOnly == {c.fileno()}
+        reactor.removeReader(b)  # b stays, written to only
+        reactor.addReader(c)  # c is read too now
+        readers, writers, events = state()
+        assert readers == {a, c} and writers == {b, c}
+        assert events[b.fileno()] == select.EPOLLOUT
+        assert events[c.fileno()] == select.EPOLLIN | select.EPOLLOUT
+        reactor.removeWriter(b)
+        reactor.removeWriter(c)
+        reactor.removeReader(a)
+        readers, writers, events = state()
+        assert readers == {c} and writers == set() and set(events) == {c.fileno()}
+        assert reactor._writeOnly == set() and b.fileno() not in reactor._selectables
+        reactor.addWriter(a)
+        assert set(reactor.removeAll()) == {a, c} and state() == (set(), set(), {})
+    finally:
+        for near, far in pairs:
+            near.close()
+            far.close()
+        reactor._poller.close()

@@ -187,3 +187,53 @@ def test_idle_transport_keeps_no_strings_or_bound_methods() -> None:
             t.connectionLost(Failure(ConnectionDone()))
         assert t.fileno() == -1
         assert t.logstr == "-,7,127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("client", "packed"),
+    [
+        (("127.0.0.1", 4321), True),
+        (("10.1.2.3", 0), True),
+        (("::1", 4321, 0, 0), False),
+        (("localhost", 80), False),
+        (("1", 5), False),  # inet_aton takes it, as 0.0.0.1: kept as given
+    ],
+)
+def test_peer_and_session_number_kept_as_one_int(client: tuple[Any, ...], packed: bool) -> None:
+    """An IPv4 peer and the session number are kept as one int (146 B less per connection
+    than accept()'s tuple); ``client``, ``hostname``, ``sessionno`` and ``getPeer()`` answer as
+    Twisted's do, for that and for any other peer (kept as given)."""
+    a, b = socket.socketpair()
+    with a, b:
+        t = WriteThroughServer(a, Protocol(), client, None, 7, reactor)
+        try:
+            assert t.client == client and t.hostname == client[0] and t.sessionno == 7
+            assert (type(t._peer) is int) is packed
+            assert not {"client", "hostname", "sessionno"} & set(t.__dict__)
+            peer = t.getPeer()
+            assert (peer.host, peer.port) == client[:2]
+            t.sessionno = 2**60
+            assert (t.sessionno, t.client) == (2**60, client)
+            assert t.logstr == f"Protocol,{2**60},{client[0]}"
+        finally:
+            t.stopReading()
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_list_exists_only_while_writes_wait() -> None:
+    """Twisted's list of writes waiting for the next reactor turn is made when a write has to
+    wait, and given back once they went out; the bytes arrive whole and in order."""
+    server, client, port = await pair()
+    t = server.transport
+    assert t._queuedWrites is None and "_tempDataBuffer" not in t.__dict__
+    t.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    chunks = [bytes([i]) * 100_000 for i in range(20)]
+    for chunk in chunks:
+        t.write(chunk)
+    assert t._queuedWrites and t.pendingBytes() > 0
+    while t.pendingBytes():
+        await task.deferLater(reactor, 0.01, lambda: None)
+    assert t._queuedWrites is None
+    t.loseConnection()
+    assert await client.done == b"".join(chunks)
+    await port.stopListening()

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import cast
+from collections.abc import Iterator
+from typing import Any, cast
 
 from twisted.internet import epollreactor
 from twisted.internet.interfaces import (
@@ -66,11 +67,46 @@ def default_reactor() -> IServerReactor:
 _log = Logger("tx_swoole.reactor")
 
 
+class _Reading:
+    """The descriptors being read, as the set Twisted's epoll reactor keeps in ``_reads``, but
+    without an entry per connection: every registered descriptor is read from, except the
+    few that are only written to (``writeOnly``), so the set is the registered descriptors
+    less those.  Twisted's own ``_add``/``_remove`` drive it through ``add``/``remove``."""
+
+    __slots__ = ("selectables", "writeOnly")
+
+    def __init__(self, selectables: dict[int, Any], writeOnly: set[int]) -> None:
+        self.selectables = selectables
+        self.writeOnly = writeOnly
+
+    def __contains__(self, fd: object) -> bool:
+        return fd in self.selectables and fd not in self.writeOnly
+
+    def __iter__(self) -> Iterator[int]:
+        writeOnly = self.writeOnly
+        return iter([fd for fd in self.selectables if fd not in writeOnly])
+
+    def __len__(self) -> int:
+        return len(self.selectables) - len(self.writeOnly)
+
+    def add(self, fd: int) -> None:
+        # Called just before the descriptor is registered as a selectable (or while it is one).
+        self.writeOnly.discard(fd)
+
+    def remove(self, fd: int) -> None:
+        # Called once reading stopped: still registered means still written to.
+        if fd in self.selectables:
+            self.writeOnly.add(fd)
+
+
 class SwooleReactor(epollreactor.EPollReactor):
-    """``EPollReactor`` dispatching events without ``log.callWithLogger``."""
+    """``EPollReactor`` dispatching events without ``log.callWithLogger``, and keeping the
+    descriptors it reads from without a set entry per connection (:class:`_Reading`)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self._writeOnly: set[int] = set()
+        self._reads = _Reading(self._selectables, self._writeOnly)  # type: ignore[assignment]
         # Class constants read for every event by _doReadOrWrite: as instance attributes the
         # interpreter's attribute caches serve them.
         self._POLL_DISCONNECTED = self._POLL_DISCONNECTED
@@ -111,6 +147,18 @@ class SwooleReactor(epollreactor.EPollReactor):
                 _log.failure("error handling an event on {selectable!r}", selectable=selectable)
 
     doIteration = doPoll
+
+    def addWriter(self, writer: Any) -> None:
+        fd = writer.fileno()
+        reading = fd in self._reads
+        super().addWriter(writer)
+        if not reading and fd in self._writes:
+            self._writeOnly.add(fd)
+
+    def removeWriter(self, writer: Any) -> None:
+        super().removeWriter(writer)
+        if self._writeOnly:
+            self._writeOnly.intersection_update(self._writes)
 
 
 def install() -> SwooleReactor:

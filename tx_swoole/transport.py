@@ -138,6 +138,59 @@ class WriteThroughServer(tcp.Server):
         except AttributeError:  # closed: Twisted deleted the socket
             return -1
 
+    # Twisted keeps the peer as accept() gave it, a tuple of a str and an int (146 B), and the
+    # session number as another int.  An IPv4 peer and the number are kept as one int instead,
+    # (sessionno << 48) | (address << 16) | port; any other peer as (client, sessionno).
+    _peer: Any = ((), 0)
+
+    @property
+    def client(self) -> Any:
+        peer = self._peer
+        if peer.__class__ is int:
+            return (socket.inet_ntoa((peer >> 16 & 0xFFFFFFFF).to_bytes(4, "big")), peer & 0xFFFF)
+        return peer[0]
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        self._peer = _packed_peer(value, self.sessionno)
+
+    @property
+    def sessionno(self) -> int:
+        peer = self._peer
+        return int(peer >> 48 if peer.__class__ is int else peer[1])
+
+    @sessionno.setter
+    def sessionno(self, value: int) -> None:
+        peer = self._peer
+        if peer.__class__ is int and value.__class__ is int and value >= 0:
+            self._peer = value << 48 | peer & 0xFFFFFFFFFFFF
+        else:
+            self._peer = _packed_peer(self.client, value)
+
+    @property
+    def hostname(self) -> Any:
+        return self.client[0]
+
+    @hostname.setter
+    def hostname(self, value: Any) -> None:
+        pass  # Twisted sets it to client[0], which it always is here
+
+    # Twisted gives every connection an empty list for writes waiting on the next reactor
+    # turn (56 B); here the list exists only while something waits in it.
+    _queuedWrites: list[bytes] | None = None
+
+    @property
+    def _tempDataBuffer(self) -> list[bytes]:
+        waiting = self._queuedWrites
+        if waiting is None:
+            waiting = self._queuedWrites = []
+        return waiting
+
+    @_tempDataBuffer.setter
+    def _tempDataBuffer(self, value: list[bytes]) -> None:
+        if value or self._queuedWrites is not None:
+            self._queuedWrites = value or None
+
     def connectionLost(self, reason: Any) -> None:
         self.fileno = _closed  # type: ignore[method-assign]  # (Twisted's deletes it)
         super().connectionLost(reason)
@@ -188,6 +241,25 @@ class WriteThroughServer(tcp.Server):
 
 def _closed() -> int:
     return -1
+
+
+def _packed_peer(client: Any, sessionno: int) -> Any:
+    """An IPv4 ``(host, port)`` and a session number as one int (see
+    ``WriteThroughServer._peer``); anything else as ``(client, sessionno)``."""
+    if client.__class__ is tuple and len(client) == 2 and sessionno.__class__ is int:
+        host, port = client
+        try:
+            packed = socket.inet_aton(host)
+        except (OSError, TypeError):
+            return (client, sessionno)
+        if (
+            port.__class__ is int
+            and 0 <= port <= 0xFFFF
+            and sessionno >= 0
+            and socket.inet_ntoa(packed) == host
+        ):
+            return sessionno << 48 | int.from_bytes(packed, "big") << 16 | port
+    return (client, sessionno)
 
 
 def adopt_connection(fd: int, family: int, factory: Any,

@@ -185,8 +185,11 @@ class HTTPConnection(RequestParser):
         self.bytes_in += size
         self._counting = size > self._fast_max
         events = self._events
+        parser = self._parser
+        if parser is None:  # given back while the connection rested
+            parser = self._wake()
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except Exception as e:
             self._feed_failed(e, data)
         else:
@@ -217,7 +220,7 @@ class HTTPConnection(RequestParser):
             self._body_in_read = 0
         events = self._events
         try:
-            self._parser.feed_data(data)
+            self._parser.feed_data(data)  # type: ignore[union-attr]  # (not rested: not IDLE)
         except Exception as e:
             self._feed_failed(e, data)
         if self.error is None:
@@ -485,6 +488,7 @@ class HTTPConnection(RequestParser):
             if keepalive and now - self._idle_since > keepalive:
                 self.stop()
                 return [CLOSE]
+            self.rest()
             return []
         if reading is HEAD and head and now - max(self._head_since, self._idle_since) > head:
             what = f"request head not complete within http_header_timeout={head}s"
