@@ -86,9 +86,6 @@ class _Reading:
         writeOnly = self.writeOnly
         return iter([fd for fd in self.selectables if fd not in writeOnly])
 
-    def __len__(self) -> int:
-        return len(self.selectables) - len(self.writeOnly)
-
     def add(self, fd: int) -> None:
         # Called just before the descriptor is registered as a selectable (or while it is one).
         self.writeOnly.discard(fd)
@@ -150,6 +147,8 @@ class SwooleReactor(epollreactor.EPollReactor):
 
     def addWriter(self, writer: Any) -> None:
         fd = writer.fileno()
+        if fd in self._writes:  # every buffered write asks again; Twisted's _add then does
+            return  # nothing either
         reading = fd in self._reads
         super().addWriter(writer)
         if not reading and fd in self._writes:
