@@ -165,19 +165,26 @@ def client(port: int, n: int, shape: str, connections: int = 10) -> None:
 
 
 def instructions(n: int, shape: str, real: bool = False) -> int:
+    # A fixed hash seed: dict and set layouts (and so the counts) vary with it by ~500 per
+    # request from one run to the next otherwise.
+    env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
     with tempfile.TemporaryDirectory() as tmp:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
                sys.executable, __file__]  # fmt: skip
         if not real:
             out = subprocess.run(
-                [*cmd, "--run", str(n), shape], capture_output=True, text=True, check=True
+                [*cmd, "--run", str(n), shape],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
             )
             stderr = out.stderr
         else:
             port_file = os.path.join(tmp, "port")
             proc = subprocess.Popen(
                 [*cmd, "--serve", str(n), shape, port_file],
-                stderr=subprocess.PIPE, text=True,
+                stderr=subprocess.PIPE, text=True, env=env,
             )  # fmt: skip
             while not os.path.exists(port_file) or not open(port_file).read():
                 if proc.poll() is not None:

@@ -7,6 +7,7 @@ primary-key SELECTs from 50 concurrent callers over a pool of 10 connections, th
 10,000-row SELECT 20 times (rows/s).  Clients alternate (A B C ...) for ROUNDS rounds; prints
 the medians and the ratios.  The peers run from ``/tmp/mysql-peers`` (``python3 -m venv
 /tmp/mysql-peers && /tmp/mysql-peers/bin/pip install aiomysql asyncmy pymysql twisted``).
+Ours runs three ways: text queries, prepared statements, and prepared with ``pipeline=16``.
 ``mariadb-slap`` (no pool) runs with 50 connections, the callers' concurrency, and with 10, the
 pools' size: the higher is the ceiling the server sets for this query.
 """
@@ -43,9 +44,10 @@ OURS = (
     + r"""
 from twisted.internet import defer, task
 from tx_swoole.clients.mysql import MySQLPool
-PREPARED = len(sys.argv) > 3
+PREPARED = "prepared" in sys.argv[3:]
+PIPELINE = 16 if "pipeline" in sys.argv[3:] else 1
 async def main(reactor):
-    pool = MySQLPool(port=PORT, size=P, **ARGS)
+    pool = MySQLPool(port=PORT, size=P, pipeline=PIPELINE, **ARGS)
     run = pool.execute if PREPARED else pool.query
     sql = "SELECT v FROM kv WHERE id = " + ("?" if PREPARED else "%s")
     await defer.gatherResults([defer.ensureDeferred(run(sql, (1,))) for _ in range(P)])
@@ -58,7 +60,9 @@ async def main(reactor):
     t = time.perf_counter()
     for _ in range(BIG_REPEAT):
         rows = len((await run("SELECT id, v, n FROM big", ())).rows)
-    report("tx_swoole" + (" prepared" if PREPARED else ""), pk, time.perf_counter() - t, rows)
+    name = "tx_swoole" + (" prepared" if PREPARED else "")
+    name += " pipeline=16" if PIPELINE > 1 else ""
+    report(name, pk, time.perf_counter() - t, rows)
     await pool.close()
 task.react(lambda r: defer.ensureDeferred(main(r)))
 """
@@ -149,6 +153,7 @@ def main() -> None:
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     clients = [("tx_swoole", sys.executable, OURS, []),
                ("tx_swoole prepared", sys.executable, OURS, ["prepared"]),
+               ("tx_swoole prepared pipeline=16", sys.executable, OURS, ["prepared", "pipeline"]),
                ("aiomysql", PEER_PY, AIOMYSQL, []), ("asyncmy", PEER_PY, ASYNCMY, []),
                ("pymysql+adbapi", PEER_PY, ADBAPI, [])]  # fmt: skip
     results: dict[str, list[tuple[float, float]]] = {c[0]: [] for c in clients}
@@ -180,7 +185,7 @@ def main() -> None:
     ours_pk, ours_rows = medians["tx_swoole"]
     print(f"\nmedians of {rounds} rounds, {n} primary-key SELECTs, 50 callers, pool of 10:")
     for name, (pk, rows) in medians.items():
-        line = f"  {name:20s} {pk:8.0f} q/s  (tx_swoole {ours_pk / pk:.2f}x)"
+        line = f"  {name:30s} {pk:8.0f} q/s  (tx_swoole {ours_pk / pk:.2f}x)"
         if rows:
             line += f"   10,000-row result: {rows:9.0f} rows/s (tx_swoole {ours_rows / rows:.2f}x)"
         print(line)

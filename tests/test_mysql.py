@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import random
-from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -32,25 +31,6 @@ pytestmark = pytest.mark.integration
 
 def sleep(seconds: float) -> defer.Deferred[None]:
     return task.deferLater(reactor, seconds, lambda: None)
-
-
-@pytest_twisted.async_yield_fixture
-async def pools(mariadb: Any) -> AsyncIterator[Callable[..., MySQLPool]]:
-    """``pools(**kwargs)`` makes a MySQLPool on the session's MariaDB; all closed after."""
-    made: list[MySQLPool] = []
-
-    def make(**kwargs: Any) -> MySQLPool:
-        kwargs.setdefault("port", mariadb.port)
-        kwargs.setdefault("user", USER)
-        kwargs.setdefault("password", PASSWORD)
-        kwargs.setdefault("database", DATABASE)
-        pool = MySQLPool(**kwargs)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        await pool.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -143,6 +143,46 @@ def test_packets_over_16_mib_are_split_and_joined_and_bounded() -> None:
         p.PacketReader(1000).feed(b"\x01\x00\x00\x05x")
 
 
+def answer(first: int, count: int) -> bytes:
+    """``count`` one-byte packets of sequence ids ``first``, ``first + 1`` ... (mod 256)."""
+    return b"".join(b"\x01\x00\x00" + bytes(((first + i) & 0xFF, i & 0xFF)) for i in range(count))
+
+
+def test_pipelined_answers_are_cut_where_the_next_begins() -> None:
+    # Three answers back to back (2, 300 and 1 packets): the second wraps its sequence ids
+    # past 255, so one of its packets has id 1 again, which must not end it.
+    stream = answer(1, 2) + answer(1, 300) + answer(1, 1)
+    for step in (1, 7, 1000, len(stream)):  # reads of every size, some cutting packets
+        reader = p.PacketReader(1000)
+        reader.split = True
+        reader.seq = 1
+        answers: list[list[bytes]] = [[]]
+        sizes = [2, 300, 1]
+        for i in range(0, len(stream), step):
+            payloads = reader.feed(stream[i : i + step])
+            while True:
+                for payload in payloads:
+                    answers[-1].append(payload)
+                    if len(answers[-1]) == sizes[len(answers) - 1] and len(answers) < 3:
+                        answers.append([])
+                        reader.seq = 1  # what the connection does when an answer ends
+                if not reader.held:
+                    break
+                payloads = reader.feed(b"")
+        assert [len(a) for a in answers] == sizes
+        assert answers[1] == [bytes((i & 0xFF,)) for i in range(300)]
+        assert not reader.held
+    # Without split, an answer that follows is out of order, as before.
+    with pytest.raises(MySQLProtocolError, match="sequence id 1, expected 3"):
+        p.PacketReader(1000).feed(b"\x01\x00\x00\x00x" + answer(1, 2) + answer(1, 1))
+    # With it, an answer cut short is still refused when the next packet is fed.
+    reader = p.PacketReader(1000)
+    reader.split, reader.seq = True, 1
+    assert len(reader.feed(answer(1, 2) + answer(1, 1))) == 2 and reader.held
+    with pytest.raises(MySQLProtocolError, match="sequence id 1, expected 3"):
+        reader.feed(b"")
+
+
 def column(name: str, ctype: int, charset: int = 45, flags: int = 0) -> bytes:
     def s(b: bytes) -> bytes:
         return p.lenenc_bytes(b)

@@ -61,7 +61,8 @@ def app(mariadb: Any, redis_server: Any, tmp_path_factory: Any) -> Any:
                        {"worker_start": "app:on_worker_start",
                         "worker_stop": "app:on_worker_stop"})  # fmt: skip
     env = {"MYSQL_PORT": str(mariadb.port), "MYSQL_USER": USER, "MYSQL_PASSWORD": PASSWORD,
-           "MYSQL_DATABASE": "tfb", "REDIS_PORT": str(redis_server.port)}  # fmt: skip
+           "MYSQL_DATABASE": "tfb", "REDIS_PORT": str(redis_server.port),
+           "MYSQL_PIPELINE": "4"}  # fmt: skip
     saved = dict(os.environ)
     os.environ.update(env)
     try:

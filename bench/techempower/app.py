@@ -32,7 +32,8 @@ dumps = json.dumps
 async def on_worker_start(server: Any, worker_id: int) -> None:
     global db, redis
     where = database()
-    db = MySQLPool(where.pop("host"), where.pop("port"), **where)
+    pipeline = int(os.environ.get("MYSQL_PIPELINE", "1"))  # statements in flight per connection
+    db = MySQLPool(where.pop("host"), where.pop("port"), pipeline=pipeline, **where)
     redis = RedisPool(port=int(os.environ.get("REDIS_PORT", "6379")), size=4)
 
 

@@ -74,11 +74,17 @@ class PacketReader:
     kept as parts and joined once, when it is complete.
     """
 
-    __slots__ = ("seq", "maxPacket", "_parts", "_partSize", "_rest", "_have", "_want")
+    __slots__ = ("seq", "maxPacket", "_parts", "_partSize", "_rest", "_have", "_want", "split",
+                 "held")  # fmt: skip
 
     def __init__(self, max_packet: int) -> None:
         self.seq = 0  # the sequence id expected next
         self.maxPacket = max_packet
+        #: Set while answers to several commands may follow one another (pipelining): a read
+        #: is cut before every packet of sequence id 1 but its first (an answer starts there,
+        #: or goes on after a wrap); ``held`` then says the rest waits for ``feed(b"")``.
+        self.split = False
+        self.held = False
         self._parts: list[bytes] = []  # the parts of a payload over 16 MiB so far
         self._partSize = 0
         self._rest: list[bytes] = []  # the reads of an incomplete packet
@@ -86,6 +92,7 @@ class PacketReader:
         self._want = 0  # bytes that complete it
 
     def feed(self, data: bytes) -> list[bytes]:
+        self.held = False
         if self._rest:
             self._rest.append(data)
             self._have += len(data)
@@ -95,12 +102,17 @@ class PacketReader:
             self._rest = []
         else:
             buf = data
-        out = []
+        out: list[bytes] = []
         pos = 0
         end = len(buf)
         want = 4
+        split = self.split
         while end - pos >= 4:
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            if split and buf[pos + 3] == 1 and out and not self._parts:
+                self.held = True  # the next answer (or this one after a wrap) begins here
+                want = 0
+                break
             if buf[pos + 3] != self.seq:
                 raise MySQLProtocolError(
                     f"packet out of order: sequence id {buf[pos + 3]}, expected {self.seq}"

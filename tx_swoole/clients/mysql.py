@@ -18,7 +18,8 @@ Types come back as Python's: integers, ``Decimal``, ``float``, ``datetime``/``da
 ``timedelta``, JSON (MySQL's type, and MariaDB's columns of JSON format) parsed, ``None`` for
 NULL, ``bytes`` for binary columns, ``str`` for the rest.
 
-**A result never reaches the wrong caller.**  A connection runs one statement at a time and
+**A result never reaches the wrong caller.**  A connection runs one statement at a time (with
+``pipeline=N``, up to N reads queued in the pool are sent together and answered in order) and
 each answer is matched to its statement.  A statement past its timeout (or cancelled) fails
 at once for its caller with :class:`~tx_swoole.errors.MySQLTimeoutError`; the pool kills it
 (``KILL QUERY`` from a connection of its own) and its answer is dropped when it comes, so the
@@ -133,7 +134,8 @@ class _Command:
 
 
 class MySQLConnection(Protocol):
-    """One connection: the handshake, then one statement at a time, queued in order."""
+    """One connection: the handshake, then one statement at a time, queued in order (or,
+    for the pool's ``pipeline``, reads sent behind the running one: ``sent``)."""
 
     def __init__(self, pool: MySQLPool) -> None:
         self.pool = pool
@@ -149,8 +151,10 @@ class MySQLConnection(Protocol):
         self.ready: defer.Deferred[MySQLConnection] = defer.Deferred()
         self.lost: defer.Deferred[None] = defer.Deferred()
         self.closedReason: MySQLError | None = None
-        self.current: _Command | None = None
-        self.queue: deque[_Command] = deque()
+        self.current: _Command | None = None  # the command whose answer is read now
+        self.sent: deque[_Command] = deque()  # sent behind it (pipelined), answers to come
+        self.queue: deque[_Command] = deque()  # not sent yet
+        self._corked: list[bytes] | None = None  # writes held back to go out as one
         self.statements: OrderedDict[str, Statement] = OrderedDict()
         self.columns: dict[bytes, Column] = {}  # column definitions seen, by their bytes
         self.lastUsed = self.clock.seconds()
@@ -184,6 +188,8 @@ class MySQLConnection(Protocol):
         cmd = self.current
         if cmd is not None and not cmd.abandoned and now >= cmd.deadline:
             self._timedOut(cmd)
+        for cmd in [c for c in self.sent if not c.abandoned and now >= c.deadline]:
+            self._timedOut(cmd)
         if self.current is not None and self.current.abandoned and now > self._drainDeadline:
             self.abort(MySQLConnectionError(
                 f"{self.address}: a statement past its timeout did not end after KILL QUERY; "
@@ -204,6 +210,15 @@ class MySQLConnection(Protocol):
             return
         if self.handshake.done:
             self._answer(payloads)
+            reader = self.reader
+            while reader.held and self.closedReason is None:  # answers to pipelined commands
+                try:
+                    payloads = reader.feed(b"")
+                except MySQLProtocolError as e:
+                    self.abort(MySQLProtocolError(f"{self.address}: {e}"))
+                    return
+                if payloads:
+                    self._answer(payloads)
             return
         for i, payload in enumerate(payloads):
             if self.transport is None or self.closedReason is not None:
@@ -223,9 +238,11 @@ class MySQLConnection(Protocol):
             self.closedReason = reason
         if not self.ready.called:
             self.ready.errback(reason)
-        commands = ([self.current] if self.current else []) + list(self.queue)
+        commands = ([self.current] if self.current else []) + list(self.sent) + list(self.queue)
         self.current = None
+        self.sent.clear()
         self.queue.clear()
+        self.reader.split = False
         for cmd in commands:
             if cmd.timer is not None and cmd.timer.active():
                 cmd.timer.cancel()
@@ -262,7 +279,10 @@ class MySQLConnection(Protocol):
 
     def _send(self, payload: bytes, seq: int) -> None:
         data, self.reader.seq = packets(payload, seq)
-        self._write(data)
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            self._write(data)
 
     # -- statements --------------------------------------------------------------------------------
     def command(self, payload: bytes, reader: Reader, timeout: float | None = None,
@@ -293,12 +313,15 @@ class MySQLConnection(Protocol):
                 self._start(self.queue.popleft())
             return
         self.current = cmd
+        self._arm(cmd)
+        self._send(cmd.payload, 0)
+
+    def _arm(self, cmd: _Command) -> None:
         if cmd.timeout:  # checked by the pool's sweep; a shorter one gets its own timer
             if cmd.timeout < self.pool.sweepInterval:
                 cmd.timer = self.clock.callLater(cmd.timeout, self._timedOut, cmd)
             else:
                 cmd.deadline = self.clock.seconds() + cmd.timeout
-        self._send(cmd.payload, 0)
 
     def _answer(self, payloads: list[bytes]) -> None:
         cmd = self.current
@@ -324,7 +347,14 @@ class MySQLConnection(Protocol):
                 self._send(b"", seq)
 
     def _finish(self, cmd: _Command, result: Any, failure: MySQLServerError | None) -> None:
-        self.current = None
+        if self.sent:  # the next pipelined answer is read from here on
+            current = self.current = self.sent.popleft()
+            self.reader.seq = 1
+            self.reader.split = bool(self.sent)
+            if current.abandoned:  # given up while it waited: its answer is dropped, in time
+                self._drainDeadline = self.clock.seconds() + (self.pool.connectTimeout or 5.0)
+        else:
+            self.current = None
         if cmd.timer is not None and cmd.timer.active():
             cmd.timer.cancel()
         if isinstance(result, Result):
@@ -335,11 +365,17 @@ class MySQLConnection(Protocol):
         elif result is not None and hasattr(result, "status"):  # an OK
             self.status = result.status
         cmd.settle()
+        if self.current is None and not self.queue:
+            # the last of a pipeline: the connection goes back before its caller is answered,
+            # as a statement's alone does (settle)
+            self.pool.statementEnded(self)
         if not cmd.deferred.called and not cmd.abandoned:
             if failure is not None:
                 cmd.deferred.errback(failure)
             else:
                 cmd.deferred.callback(result)
+        if self.current is not None:
+            return
         if self.queue:
             self._start(self.queue.popleft())
         else:
@@ -362,7 +398,8 @@ class MySQLConnection(Protocol):
             return
         if cmd is self.current:
             self._drainDeadline = self.clock.seconds() + (self.pool.connectTimeout or 5.0)
-            self.pool.killStatement(self)
+            if not self.sent:  # (with commands sent behind it, KILL QUERY could hit one of
+                self.pool.killStatement(self)  # those: its answer is waited for instead)
 
     def query(self, sql: str, args: Any = None, timeout: float | None = None,
               ) -> defer.Deferred[Result]:  # fmt: skip
@@ -453,15 +490,75 @@ class MySQLConnection(Protocol):
         self.pool.giveBack(self)
         return result
 
+    # -- pipelining (the pool's ``pipeline`` setting) ----------------------------------------------
+    def cork(self) -> None:
+        """Hold what is sent from now on until :meth:`uncork`, which writes it at once."""
+        self._corked = []
+
+    def uncork(self) -> None:
+        data, self._corked = self._corked, None
+        if data:
+            self._write(b"".join(data))
+
+    def canRide(self, prepared: bool, sql: str) -> bool:
+        """Whether a pooled statement may be sent now, behind what runs here, without waiting
+        for its answer: only behind reads (``SELECT``: nothing that opens a transaction or
+        changes the session), a statement already prepared here or a text query (without
+        ``multi_statements``), up to ``pipeline`` in flight."""
+        current = self.current
+        return (
+            current is not None and current.pooled and not current.abandoned
+            and len(self.sent) + 1 < self.pool.pipeline and not self.queue
+            and self.closedReason is None and self.transport is not None
+            and not self.inTransaction and _is_read(current.sql)
+            and all(_is_read(c.sql) for c in self.sent) and _is_read(sql)
+            and not self.pool.multiStatements and (not prepared or sql in self.statements)
+        )  # fmt: skip
+
+    def ride(self, prepared: bool, sql: str, args: Any, timeout: float | None,
+             deferred: defer.Deferred[Any]) -> None:  # fmt: skip
+        """Send a pooled statement now, behind the ones in flight (:meth:`canRide` said
+        so); its answer comes after theirs and fires ``deferred``."""
+        seconds = self.pool.queryTimeout if timeout is None else timeout
+        try:
+            if prepared:
+                stmt = self.statements[sql]
+                self.statements.move_to_end(sql)
+                payload = execute_packet(stmt, args)
+            else:
+                sql = interpolate(sql, args, bool(self.status & NO_BACKSLASH_ESCAPES))
+                payload = bytes((COM_QUERY,)) + sql.encode()
+        except (TypeError, ValueError, KeyError) as e:
+            deferred.errback(e)
+            return
+        cmd = _Command(self, payload, read_result(self.extended, prepared, None, self.columns),
+                       seconds, sql, deferred)  # fmt: skip
+        next(cmd.reader)
+        self._arm(cmd)
+        self.sent.append(cmd)
+        self.reader.split = True
+        data, _ = packets(payload, 0)  # (the sequence id expected stays the current answer's)
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            self._write(data)
+
     def cancelPooled(self, d: defer.Deferred[Any]) -> None:
         """The caller of a statement queued in the pool and since started here gave up (the
         connection is held for that caller alone: what runs on it is theirs)."""
         cmd = self.current
-        if cmd is None or cmd.abandoned:
+        if cmd is None:
+            return
+        for sent in self.sent:  # pipelined behind the current one
+            if sent.deferred is d:
+                if not sent.abandoned:
+                    sent.cancel(d)
+                return
+        if cmd.abandoned:
             return
         if cmd.deferred is d:
             cmd.cancel(d)
-        else:  # its PREPARE or the EXECUTE after it, on Deferreds of their own
+        elif not self.sent:  # its PREPARE or the EXECUTE after it, on Deferreds of their own
             cmd.deferred.cancel()
 
     def ping(self, timeout: float | None = None) -> defer.Deferred[Any]:
@@ -491,6 +588,11 @@ class MySQLConnection(Protocol):
             transport.loseConnection()
 
 
+def _is_read(sql: str) -> bool:
+    """A statement that only reads (it begins with ``SELECT``)."""
+    return sql.lstrip()[:6].upper() == "SELECT"
+
+
 def _no_answer() -> Reader:
     """The reader of a command the server does not answer (``COM_STMT_CLOSE``)."""
     return
@@ -517,7 +619,8 @@ class MySQLPool(Pool):
 
     ``unix_socket`` connects to a socket path instead of host:port; ``tls`` is an
     ``IOpenSSLClientConnectionCreator`` (``optionsForClientTLS(host)``) for TLS after the
-    greeting.  Timeouts are seconds (0: none).  ``health_check_interval``: idle connections are
+    greeting.  ``pipeline``: statements a connection may carry at once (see :meth:`_serveQueued`).
+    Timeouts are seconds (0: none).  ``health_check_interval``: idle connections are
     pinged this often; ``idle_timeout``: idle longer, they are closed (0: never).
     """
 
@@ -543,6 +646,7 @@ class MySQLPool(Pool):
         local_infile: str | None = None,
         max_packet: int = 64 * 1024 * 1024,
         statement_cache_size: int = 256,
+        pipeline: int = 1,
         health_check_interval: float = 30.0,
         idle_timeout: float = 0.0,
         reactor: IReactorTime | None = None,
@@ -558,6 +662,10 @@ class MySQLPool(Pool):
         self.localInfile = local_infile
         self.maxPacket = max_packet
         self.statementCacheSize = statement_cache_size
+        if pipeline.__class__ is not int or pipeline < 1:
+            raise ValueError(f"pipeline={pipeline!r}: a whole number of statements in flight per "
+                             "connection, at least 1 (1: one at a time)")  # fmt: skip
+        self.pipeline = pipeline
         self._draining: set[MySQLConnection] = set()
         self._queued: deque[list[Any]] = deque()  # statements waiting for a free connection
 
@@ -671,12 +779,25 @@ class MySQLPool(Pool):
     def _serveQueued(self) -> None:
         """Statements queued for a connection: onto the free ones (callers of
         ``connection()`` waiting go first)."""
-        while self._queued and self.shared and not self._waiters:
-            entry = self._queued.popleft()
+        queued = self._queued
+        while queued and self.shared and not self._waiters:
+            entry = queued.popleft()
             d, prepared, sql, args, timeout, _, _ = entry
             conn = entry[6] = self.shared.pop()
             conn.exclusive = True
-            conn.pooled(prepared, sql, args, timeout, d)
+            if self.pipeline == 1 or not queued or prepared and sql not in conn.statements:
+                conn.pooled(prepared, sql, args, timeout, d)
+                continue
+            # Pipelining: the reads queued behind this one go with it, in one write.
+            conn.cork()
+            try:
+                conn.pooled(prepared, sql, args, timeout, d)
+                while queued and conn.canRide(queued[0][1], queued[0][2]):
+                    entry = queued.popleft()
+                    entry[6] = conn
+                    conn.ride(entry[1], entry[2], entry[3], entry[4], entry[0])
+            finally:
+                conn.uncork()
 
     def _forget(self, conn: Any) -> None:
         super()._forget(conn)

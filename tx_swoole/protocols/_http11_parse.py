@@ -157,7 +157,7 @@ class RequestParser:
 
     __slots__ = (
         "_parser", "_header_max", "_body_max", "_fast_max", "_buffer_body", "_request_class",
-        "_events", "_request", "_url", "_headers", "_head_size", "_head_pending",
+        "_plain_request", "_events", "_request", "_url", "_headers", "_head_size", "_head_pending",
         "_counting", "_special", "_rare", "_body", "_body_size", "_chunked", "_framing",
         "_framing_run", "_body_in_read", "_trailer_size", "_held_bytes", "reading", "error",
         "upgrade_data", "_accept", "stream_if", "_streamed",
@@ -176,6 +176,9 @@ class RequestParser:
         self._fast_max = header_max * 4 // 5  # see the module docstring
         self._buffer_body = buffer_body
         self._request_class = request_class
+        # A request class with ParsedRequest's __init__: the common head sets its three
+        # fields itself (a frame less per request)
+        self._plain_request = request_class.__init__ is ParsedRequest.__init__
         self._events: list[Any] = []
         self._request: Any = None  # the request being parsed
         self._url: bytes | None = None  # the URL of a head in progress, else None
@@ -364,7 +367,12 @@ class RequestParser:
             # The request's constructor, run as type.__call__ would but without its C-level
             # frame (a class call costs ~300 instructions more than a method call here).
             request = self._request = _new(self._request_class)
-            request.__init__(method, url, self._headers)  # type: ignore[misc]
+            if not self._plain_request:
+                request.__init__(method, url, self._headers)  # type: ignore[misc]
+            else:  # ParsedRequest's own __init__, without its frame
+                request.raw_method = method
+                request.raw_url = url  # type: ignore[assignment]  # (a head has one)
+                request.raw_headers = self._headers
             if self._accept:
                 request.accept_encoding, self._accept = self._accept, b""
             self.reading = BODY
@@ -378,7 +386,12 @@ class RequestParser:
             if version != "1.1" and version != "1.0":
                 self._fail(HTTPVersionError(f"HTTP/{version} is not supported (1.0 and 1.1 are)"))
             request = self._request = _new(self._request_class)
-            request.__init__(method, url, self._headers)  # type: ignore[misc]
+            if not self._plain_request:
+                request.__init__(method, url, self._headers)  # type: ignore[misc]
+            else:
+                request.raw_method = method
+                request.raw_url = url  # type: ignore[assignment]
+                request.raw_headers = self._headers
             request.version = version
             request.keep_alive = keep_alive
             if self._accept:
