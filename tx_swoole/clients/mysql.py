@@ -279,6 +279,9 @@ class MySQLConnection(Protocol):
 
     def _send(self, payload: bytes, seq: int) -> None:
         data, self.reader.seq = packets(payload, seq)
+        self._out(data)
+
+    def _out(self, data: bytes) -> None:
         if self._corked is not None:
             self._corked.append(data)
         else:
@@ -471,20 +474,24 @@ class MySQLConnection(Protocol):
                         return d
                     d.chainDeferred(deferred)
                     return deferred
-                self.statements.move_to_end(sql)
-                payload = execute_packet(stmt, args)
-                reader = read_result(self.extended, True, self._infile, self.columns)
-            else:
-                sql = interpolate(sql, args, bool(self.status & NO_BACKSLASH_ESCAPES))
-                payload = bytes((COM_QUERY,)) + sql.encode()
-                reader = read_result(self.extended, False, self._infile, self.columns)
+            payload, sql = self._payload(prepared, sql, args)
         except (TypeError, ValueError, KeyError) as e:
             self.pool.giveBack(self)
             if deferred is None:
                 return defer.fail(e)
             deferred.errback(e)
             return deferred
+        reader = read_result(self.extended, prepared, self._infile, self.columns)
         return self._command(_Command(self, payload, reader, seconds, sql, deferred, True))
+
+    def _payload(self, prepared: bool, sql: str, args: Any) -> tuple[bytes, str]:
+        """The command running ``sql`` with ``args`` (prepared here already, if ``prepared``),
+        and the SQL it runs."""
+        if prepared:
+            self.statements.move_to_end(sql)
+            return execute_packet(self.statements[sql], args), sql
+        sql = interpolate(sql, args, bool(self.status & NO_BACKSLASH_ESCAPES))
+        return bytes((COM_QUERY,)) + sql.encode(), sql
 
     def _giveBackAfter(self, result: Any) -> Any:
         self.pool.giveBack(self)
@@ -504,14 +511,13 @@ class MySQLConnection(Protocol):
         """Whether a pooled statement may be sent now, behind what runs here, without waiting
         for its answer: only behind reads (``SELECT``: nothing that opens a transaction or
         changes the session), a statement already prepared here or a text query (without
-        ``multi_statements``), up to ``pipeline`` in flight."""
+        ``multi_statements``), up to ``pipeline`` in flight.  (What rides is a read too.)"""
         current = self.current
         return (
             current is not None and current.pooled and not current.abandoned
             and len(self.sent) + 1 < self.pool.pipeline and not self.queue
             and self.closedReason is None and self.transport is not None
-            and not self.inTransaction and _is_read(current.sql)
-            and all(_is_read(c.sql) for c in self.sent) and _is_read(sql)
+            and not self.inTransaction and _is_read(current.sql) and _is_read(sql)
             and not self.pool.multiStatements and (not prepared or sql in self.statements)
         )  # fmt: skip
 
@@ -521,27 +527,17 @@ class MySQLConnection(Protocol):
         so); its answer comes after theirs and fires ``deferred``."""
         seconds = self.pool.queryTimeout if timeout is None else timeout
         try:
-            if prepared:
-                stmt = self.statements[sql]
-                self.statements.move_to_end(sql)
-                payload = execute_packet(stmt, args)
-            else:
-                sql = interpolate(sql, args, bool(self.status & NO_BACKSLASH_ESCAPES))
-                payload = bytes((COM_QUERY,)) + sql.encode()
+            payload, sql = self._payload(prepared, sql, args)
         except (TypeError, ValueError, KeyError) as e:
             deferred.errback(e)
             return
-        cmd = _Command(self, payload, read_result(self.extended, prepared, None, self.columns),
-                       seconds, sql, deferred)  # fmt: skip
+        reader = read_result(self.extended, prepared, self._infile, self.columns)
+        cmd = _Command(self, payload, reader, seconds, sql, deferred)
         next(cmd.reader)
         self._arm(cmd)
         self.sent.append(cmd)
         self.reader.split = True
-        data, _ = packets(payload, 0)  # (the sequence id expected stays the current answer's)
-        if self._corked is not None:
-            self._corked.append(data)
-        else:
-            self._write(data)
+        self._out(packets(payload, 0)[0])  # (the sequence id expected stays the current answer's)
 
     def cancelPooled(self, d: defer.Deferred[Any]) -> None:
         """The caller of a statement queued in the pool and since started here gave up (the
