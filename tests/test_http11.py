@@ -389,6 +389,62 @@ def test_a_fault_of_the_request_class_is_raised_not_taken_for_bad_input() -> Non
     assert conn.error is None
 
 
+def test_request_class_with_or_without_an_init_of_its_own() -> None:
+    """A request class keeping ParsedRequest's constructor gets its fields set by the core
+    directly (and keeps the class defaults for the rest); one with an ``__init__`` of its own
+    is called with (method, url, headers)."""
+
+    class Plain(ParsedRequest):
+        extra = "default"
+
+    class Own(ParsedRequest):
+        def __init__(self, method: bytes, url: bytes, headers: list[Any]) -> None:
+            super().__init__(method, url.upper(), headers)
+
+    for cls, url in ((Plain, b"/a"), (Own, b"/A")):
+        conn = HTTPConnection(8192, 1000, request_class=cls)
+        events = conn.receive(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", 0.0)
+        request = events[0]
+        assert type(request) is cls and events[1:] == [END]
+        assert (request.raw_method, request.raw_url, request.raw_headers) == (
+            b"GET", url, [(b"Host", b"h")],
+        )  # fmt: skip
+        assert (request.version, request.keep_alive, request.body) == ("1.1", True, b"")
+    made = ParsedRequest(b"PUT", b"/x", [(b"A", b"b")])  # the ordinary constructor
+    assert (made.raw_method, made.raw_url, made.raw_headers, made.upgrade) == (
+        b"PUT", b"/x", [(b"A", b"b")], False,
+    )  # fmt: skip
+
+
+def test_lone_marks_one_whole_request_alone_in_its_read() -> None:
+    """``lone`` (the protocol's cue to serve at once) is True only when the read held one
+    whole request and nothing else, with nothing waiting."""
+    get = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    cases: list[tuple[list[bytes], list[bool]]] = [
+        ([get], [True]),
+        ([get + get], [False]),  # a pipeline: the second is held
+        ([get[:10], get[10:]], [False, False]),  # a head over two reads
+        ([b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"], [True]),  # body buffered
+        ([b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab", b"cd"], [False, False]),
+        ([b"GET / HTTP/1.0\r\n\r\n"], [True]),  # (closed after its answer)
+        ([b"BAD\r\n\r\n"], [False]),  # refused
+    ]
+    for reads, expected in cases:
+        conn = HTTPConnection(8192, 1000)
+        seen = []
+        for data in reads:
+            events = conn.receive(data, 0.0)
+            seen.append(conn.lone)
+            if conn.lone:
+                assert len(events) == 2 and isinstance(events[0], ParsedRequest)
+                assert events[1] is END
+        assert seen == expected, reads
+    conn = HTTPConnection(8192, 1000)
+    conn.receive(get, 0.0)
+    conn.receive(get, 0.0)  # while the first is being answered: held
+    assert not conn.lone and conn.held
+
+
 def test_body_events_when_not_buffered() -> None:
     """With buffer_body=False the body comes as data events between head and END."""
     conn = HTTPConnection(8192, 1000, buffer_body=False)

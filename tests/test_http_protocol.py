@@ -591,3 +591,16 @@ def test_header_block_cache_is_bounded_and_keeps_the_newest() -> None:
         head.header_block(("X-N", str(i)))
     assert len(head._BLOCKS) <= head.CACHE_SIZE
     assert ("X-N", str(head.CACHE_SIZE + 99)) in head._BLOCKS and ("X-N", "0") not in head._BLOCKS
+
+
+def test_a_response_flag_above_wants_close_would_be_noticed() -> None:
+    """respond() reads "no Connection: close" as ``flags < WANTS_CLOSE``: right only while
+    WANTS_CLOSE is the highest flag the header block reports."""
+    from tx_swoole.protocols import _http11_head as head
+
+    flags = [v for k, v in vars(head).items() if k.isupper() and k in head.__all__ and
+             isinstance(v, int) and k not in ("CACHE_SIZE",)]  # fmt: skip
+    assert sorted(flags) == [head.HAS_CONTENT_TYPE, head.WANTS_CLOSE]
+    for names in (("Connection", "close"), ("Content-Type", "a/b", "Connection", "close")):
+        assert head.header_block(names)[1] >= head.WANTS_CLOSE
+    assert head.header_block(("Content-Type", "a/b"))[1] < head.WANTS_CLOSE

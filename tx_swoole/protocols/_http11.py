@@ -72,6 +72,10 @@ MAX_PIPELINE = 32  # requests held behind the one being answered before reading 
 LINGER_TIME = 2.0  # seconds to drain a client's input after a closing response (nginx: 5)
 LINGER_BYTES = 1 << 20  # ... or until this many bytes were discarded
 _NO_HEADERS = (DEFAULT_CONTENT_TYPE, 0)
+# Bound once: a method called on an imported name compiles to LOAD_ATTR, which 3.11 does not
+# specialize for a dict's methods (a bound method is made on every call).
+_block_of = _BLOCKS.get
+_length_of = _LENGTH_LINES.get
 _NO_CONTENT = (b"204", b"304")
 
 
@@ -109,7 +113,7 @@ class HTTPConnection(RequestParser):
         "held", "_held_ends", "_discarded", "_idle_since", "_head_since",
         "_body_since", "_linger_since", "_sent_mark", "_send_since", "_keep", "_chunked_out",
         "_head_only", "_no_keep", "writing", "draining", "output_paused", "peer_closed",
-        "bytes_in", "bytes_out", "timeouts", "_streaming_in", "input_paused",
+        "bytes_in", "bytes_out", "timeouts", "_streaming_in", "input_paused", "lone",
     )  # fmt: skip
 
     def __init__(
@@ -143,6 +147,9 @@ class HTTPConnection(RequestParser):
         self.peer_closed = False
         #: Bytes received and bytes of responses handed back so far.
         self.bytes_in = self.bytes_out = 0
+        #: The last receive() handed out one whole request alone: its read held nothing
+        #: else, nothing waits, and its events are just (request, END).
+        self.lone = False
         #: (keep-alive, head, body, send) timeouts in seconds; 0 = off.
         self.timeouts = timeouts
         # A streamed request was handed out and its body is still arriving: its pieces and
@@ -178,12 +185,16 @@ class HTTPConnection(RequestParser):
     def receive(self, data: bytes, now: float) -> list[Any]:
         """Parse ``data`` (received at ``now``); return the events whose turn has come."""
         if self.reading is not IDLE:
+            self.lone = False
             return self._receive_more(data, now)
         self.reading = HEAD  # the first byte of a request starts its head timeout
         self._head_since = now
         size = len(data)
         self.bytes_in += size
-        self._counting = size > self._fast_max
+        if size > self._fast_max:  # (a compare that jumps: specialized for ints)
+            self._counting = True
+        else:
+            self._counting = False
         events = self._events
         parser = self._parser
         if parser is None:  # given back while the connection rested
@@ -200,7 +211,9 @@ class HTTPConnection(RequestParser):
         if len(events) == 2 and events[1] is END and self.writing is IDLE and not self.held:
             if not self.output_paused:  # the common case: one whole request, nothing waits
                 self.writing = HANDLING
+                self.lone = True
                 return events
+        self.lone = False
         return self._release(events)
 
     def _receive_more(self, data: bytes, now: float) -> list[Any]:
@@ -348,12 +361,12 @@ class HTTPConnection(RequestParser):
         changes.
         """
         if headers:
-            block, flags = _BLOCKS.get(headers) or header_block(headers)
+            block, flags = _block_of(headers) or header_block(headers)
         else:
             block, flags = _NO_HEADERS
         if (
             request.keep_alive
-            and not flags & WANTS_CLOSE
+            and flags < WANTS_CLOSE  # (WANTS_CLOSE is the highest flag: an int compare)
             and (not self._no_keep or self._keep_alive_ok())
         ):
             tail = b"\r\n" if request.version == "1.1" else b"Connection: keep-alive\r\n\r\n"
@@ -361,8 +374,9 @@ class HTTPConnection(RequestParser):
         else:
             tail = b"Connection: close\r\n\r\n"
             self._closing(now)
-        length = _LENGTH_LINES.get(len(body)) or _length(len(body), status)
-        if request.raw_method == b"HEAD":
+        length = _length_of(len(body)) or _length(len(body), status)
+        method = request.raw_method
+        if len(method) == 4 and method == b"HEAD":  # (bytes == bytes is not specialized)
             body = b""
         data = b"".join((status, server_headers, block, length, tail, body))
         self.bytes_out += len(data)

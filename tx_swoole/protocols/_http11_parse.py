@@ -134,8 +134,8 @@ class ParsedRequest:
         self.raw_url = url
         self.raw_headers = headers
 
-    # HTTP/1.1 and keep-alive unless the core says otherwise (it sets them for other
-    # requests); the rest is set on few requests.  So defaults on the class until set:
+    # The core sets version, keep_alive and accept_encoding on every request; the rest is
+    # set on few requests.  So defaults on the class until set:
     version = "1.1"  # or "1.0"
     keep_alive = True
     body = b""
@@ -331,7 +331,7 @@ class RequestParser:
         self._headers.append((name, value))
         if self._counting:
             self._grow_head(len(name) + len(value) + 4)
-        if _SPECIAL.get(len(name)) == name[0] | 32:  # see _SPECIAL
+        if len(name) in _SPECIAL and _SPECIAL[len(name)] == name[0] | 32:  # see _SPECIAL
             if len(name) == 15:
                 if name.lower() == b"accept-encoding":
                     self._accept = self._accept + b"," + value if self._accept else value
@@ -373,9 +373,15 @@ class RequestParser:
                 request.raw_method = method
                 request.raw_url = url  # type: ignore[assignment]  # (a head has one)
                 request.raw_headers = self._headers
-            if self._accept:
-                request.accept_encoding, self._accept = self._accept, b""
-            self.reading = BODY
+            # Set although they are the class's defaults: the response reads them, and an
+            # instance's own attribute reads faster than a class's through it.
+            request.version = "1.1"
+            request.keep_alive = True
+            accept = request.accept_encoding = self._accept
+            if accept:
+                self._accept = b""
+            # (no BODY state: without a framing header there is no body, and llhttp completes
+            # the message at once, which makes reading IDLE)
             if self._counting:
                 self._head_pending = 0
                 self._grow_head(len(method) + 14)  # SP URL SP HTTP/x.y CRLF ... CRLF
@@ -394,8 +400,9 @@ class RequestParser:
                 request.raw_headers = self._headers
             request.version = version
             request.keep_alive = keep_alive
-            if self._accept:
-                request.accept_encoding, self._accept = self._accept, b""
+            accept = request.accept_encoding = self._accept
+            if accept:
+                self._accept = b""
         self.reading = BODY
         if self._counting:
             self._head_pending = 0

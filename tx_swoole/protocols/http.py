@@ -123,13 +123,12 @@ class HTTPProtocol(TrackedProtocol):
     def dataReceived(self, data: bytes) -> None:
         conn = self.conn
         events = conn.receive(data, self.server.now)
-        if events:
-            if len(events) == 2 and events[1] is END and self._inBody is None:
-                # The common case: one whole request and nothing held behind it (the core
-                # hands out a request only then), so nothing for _handle's loop to do after.
-                self._serve(events[0])
-            else:
-                self._handle(events)
+        if conn.lone:
+            # The common case: one whole request and nothing held behind it, or before it (no
+            # body on its way), so nothing for _handle's loop to do after.
+            self._serve(events[0])
+        elif events:
+            self._handle(events)
         if conn.held:  # (while reading is paused, no data arrives)
             self._updateReading()
 
@@ -304,7 +303,8 @@ class HTTPProtocol(TrackedProtocol):
             response = _new(Response)  # Response(self, request) without type.__call__'s frame
             response.__init__(self, request)  # type: ignore[misc]
         try:
-            result = server.handler(request, response)
+            handler = server.handler  # (an attribute: LOAD_METHOD on it would not specialize)
+            result = handler(request, response)
         except Exception:
             self._handlerFailed(response, Failure())
             return None
