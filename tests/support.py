@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet.testing import StringTransport
 
 from tx_swoole.cli import pid_alive
+from tx_swoole.clients.redis import RedisPool
 
 __all__ = ["pid_alive"]
 
@@ -24,6 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 _LISTEN = re.compile(rb"serving \w+ app \S+ on ([\d.]+):(\d+)")
+
+
+class EndpointPool(RedisPool):
+    """A pool connecting through ``fake`` (RedisPool has slots: a subclass takes attributes)."""
+
+    fake: Any
+
+    def endpoint(self) -> Any:
+        return self.fake
 
 
 def write_config(

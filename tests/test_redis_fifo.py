@@ -19,6 +19,8 @@ from tx_swoole.errors import (
     RedisTimeoutError,
 )
 
+from .support import EndpointPool
+
 
 def connection(clock: task.Clock | None = None, timeout: float = 5.0) -> RedisConnection:
     conn = RedisConnection("fake:6379", None, clock or task.Clock(), timeout)
@@ -190,8 +192,8 @@ class FakeEndpoint:
 def fake_pool(**kw: Any) -> tuple[RedisPool, FakeEndpoint, task.Clock]:
     clock = task.Clock()
     endpoint = FakeEndpoint()
-    pool = RedisPool("127.0.0.1", 1, reactor=clock, **kw)
-    pool.endpoint = lambda: endpoint  # type: ignore[method-assign]
+    pool = EndpointPool("127.0.0.1", 1, reactor=clock, **kw)
+    pool.fake = endpoint
     return pool, endpoint, clock
 
 

@@ -11,6 +11,8 @@ from twisted.python.failure import Failure
 from tx_swoole.clients.redis import RedisPool
 from tx_swoole.errors import RedisAcquireTimeoutError, RedisConnectionError
 
+from .support import EndpointPool
+
 
 class RefusingEndpoint:
     """Every connect is refused after ``delay`` seconds of the pool's clock."""
@@ -28,8 +30,8 @@ class RefusingEndpoint:
 def refusing_pool(**kw: Any) -> tuple[RedisPool, RefusingEndpoint, task.Clock]:
     clock = task.Clock()
     endpoint = RefusingEndpoint(clock)
-    pool = RedisPool("127.0.0.1", 1, reactor=clock, **kw)
-    pool.endpoint = lambda: endpoint  # type: ignore[method-assign]
+    pool = EndpointPool("127.0.0.1", 1, reactor=clock, **kw)
+    pool.fake = endpoint
     return pool, endpoint, clock
 
 

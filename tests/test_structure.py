@@ -144,3 +144,16 @@ def test_no_module_calls_another_modules_privates() -> None:
         elsewhere = set().union(*(d for other, d in names.items() if other != name))
         reaches += private_reaches(name, tree, elsewhere)
     assert reaches == []
+
+
+def test_pools_keep_no_instance_dict() -> None:
+    """The pools have more attributes than an instance dict keeps inline (30 in Python 3.11);
+    with a real dict no method call on them is specialized, so they have slots instead."""
+    from twisted.internet import task
+
+    from tx_swoole.clients.mysql import MySQLPool
+    from tx_swoole.clients.redis import RedisPool
+
+    for pool in (MySQLPool("127.0.0.1", 3306, reactor=task.Clock()),
+                 RedisPool("127.0.0.1", 6379, reactor=task.Clock())):  # fmt: skip
+        assert not hasattr(pool, "__dict__"), type(pool)

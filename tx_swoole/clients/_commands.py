@@ -47,6 +47,8 @@ def _float(reply: Any) -> Any:
 class RedisCommands:
     """Mixin: typed command methods over ``_call``."""
 
+    __slots__ = ()
+
     def _call(self, args: tuple[Any, ...], transform: Transform = None) -> Any:
         raise NotImplementedError
 
@@ -366,6 +368,8 @@ else:
 
 class ScanCommands:
     """The SCAN family as async iterators (pool and connection; not pipelines)."""
+
+    __slots__ = ()
 
     def _call(self, args: tuple[Any, ...], transform: Transform = None) -> Any:
         raise NotImplementedError

@@ -57,6 +57,9 @@ class RedisPool(Pool, RedisCommands, ScanCommands):
     connections idle longer are closed (0: never).
     """
 
+    __slots__ = ("encoding", "_next", "host", "port", "unixSocket", "tls", "db", "username",
+                 "password")  # fmt: skip
+
     errors = _ERRORS
     shared: list[RedisConnection]
 

@@ -38,6 +38,15 @@ class Errors(NamedTuple):
 class Pool:
     """Connections made lazily up to ``size``; see the module docstring."""
 
+    # Slots: a pool has more attributes than an instance dict keeps inline (30 in 3.11);
+    # past that the dict is a real one, and no method call on the pool is specialized.
+    __slots__ = (
+        "reactor", "address", "size", "connectTimeout", "commandTimeout", "acquireTimeout",
+        "healthCheckInterval", "idleTimeout", "shared", "connections", "_connecting", "_waiters",
+        "_failures", "_outage", "_retryAt", "_lastError", "_backoff", "_closed", "_fork", "_pid",
+        "_sweeper", "sweepInterval", "_pingedAt",
+    )  # fmt: skip
+
     errors: Errors
     kind = "pool"
 

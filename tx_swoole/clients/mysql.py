@@ -517,7 +517,7 @@ class MySQLConnection(Protocol):
             current is not None and current.pooled and not current.abandoned
             and len(self.sent) + 1 < self.pool.pipeline and not self.queue
             and self.closedReason is None and self.transport is not None
-            and not self.inTransaction and _is_read(current.sql) and _is_read(sql)
+            and not self.status & STATUS_IN_TRANS and _is_read(current.sql) and _is_read(sql)
             and not self.pool.multiStatements and (not prepared or sql in self.statements)
         )  # fmt: skip
 
@@ -620,6 +620,12 @@ class MySQLPool(Pool):
     pinged this often; ``idle_timeout``: idle longer, they are closed (0: never).
     """
 
+    __slots__ = (
+        "queryTimeout", "multiStatements", "localInfile", "maxPacket", "statementCacheSize",
+        "pipeline", "_draining", "_queued", "host", "port", "unixSocket", "tls", "user",
+        "password", "database",
+    )  # fmt: skip
+
     errors = _ERRORS
     kind = "MySQLPool"
     shared: list[MySQLConnection]
@@ -687,13 +693,13 @@ class MySQLPool(Pool):
             ) from None
 
     def _reusable(self, conn: Any) -> bool:
-        return not conn.inTransaction
+        return not conn.status & STATUS_IN_TRANS  # (conn.inTransaction without its frame)
 
     def _pick(self) -> Any:
         return self.shared.pop()
 
     def _release(self, conn: Any) -> None:
-        if conn.pending and conn.closedReason is None and not self._closed:
+        if conn.current is not None and conn.closedReason is None and not self._closed:
             conn.exclusive = False
             self._draining.add(conn)  # a killed statement still running: back when it ends
             return
