@@ -582,40 +582,63 @@ _BIN_FIXED = {T_TINY: (1, "<b", "<B"), T_SHORT: (2, "<h", "<H"), T_YEAR: (2, "<h
               T_FLOAT: (4, "<f", "<f"), T_DOUBLE: (8, "<d", "<d")}  # fmt: skip
 
 
-def _binary_row(payload: bytes, cols: list[Column], convs: list[Any]) -> tuple[Any, ...]:
-    n = len(cols)
-    nullmap = payload[1 : 1 + (n + 9) // 8]
-    pos = 1 + len(nullmap)
-    row: list[Any] = []
-    for i, col in enumerate(cols):
+_LENENC, _FIXED, _FLOAT, _DATES, _TIME = range(5)  # how a binary-protocol value is read
+
+
+def _binary_plan(cols: list[Column], convs: list[Any]) -> list[tuple[Any, ...]]:
+    """How to read each column of a binary-protocol row, made once per result: (byte of the
+    NULL bitmap, its bit, kind, reader or converter, size)."""
+    plan: list[tuple[Any, ...]] = []
+    for i, (col, conv) in enumerate(zip(cols, convs, strict=True)):
         bit = i + 2
-        if nullmap[bit >> 3] & (1 << (bit & 7)):
-            row.append(None)
-            continue
+        where = (1 + (bit >> 3), 1 << (bit & 7))
         t = col.type
         fixed = _BIN_FIXED.get(t)
         if fixed is not None:
             size, signed, unsigned = fixed
-            fmt = unsigned if col.flags & UNSIGNED_FLAG else signed
-            value = struct.unpack_from(fmt, payload, pos)[0]
-            if t == T_FLOAT:
-                value = float(f"{value:.7g}")
-            row.append(value)
-            pos += size
+            unpack = struct.Struct(unsigned if col.flags & UNSIGNED_FLAG else signed).unpack_from
+            plan.append((*where, _FLOAT if t == T_FLOAT else _FIXED, unpack, size))
         elif t in (T_DATE, T_DATETIME, T_TIMESTAMP):
-            length = payload[pos]
-            part = payload[pos + 1 : pos + 1 + length]
-            pos += 1 + length
-            row.append(_binary_datetime(t, part))
+            plan.append((*where, _DATES, t, 0))
         elif t == T_TIME:
+            plan.append((*where, _TIME, None, 0))
+        else:
+            plan.append((*where, _LENENC, conv, 0))
+    return plan
+
+
+def _value_at(payload: bytes, pos: int) -> tuple[int, int]:
+    """Where the length-encoded value at ``pos`` starts and ends (not NULL)."""
+    first = payload[pos]
+    if first < 0xFB:
+        return pos + 1, pos + 1 + first
+    length, pos = read_lenenc(payload, pos)
+    return pos, pos + (length or 0)
+
+
+def _binary_row(payload: bytes, plan: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    pos = 1 + (len(plan) + 9) // 8  # after the header byte and the NULL bitmap
+    row: list[Any] = []
+    append = row.append
+    for byte, bit, kind, how, size in plan:
+        if payload[byte] & bit:
+            append(None)
+        elif kind == _LENENC:
+            start, pos = _value_at(payload, pos)
+            value = payload[start:pos]
+            append(value.decode("utf-8", "surrogateescape") if how is TEXT  # (TEXT inline)
+                   else value if how is None else how(value))  # fmt: skip
+        elif kind == _FIXED:
+            append(how(payload, pos)[0])
+            pos += size
+        elif kind == _FLOAT:
+            append(float(f"{how(payload, pos)[0]:.7g}"))
+            pos += size
+        else:
             length = payload[pos]
             part = payload[pos + 1 : pos + 1 + length]
             pos += 1 + length
-            row.append(_binary_time(part))
-        else:
-            v, pos = read_lenenc_bytes(payload, pos)
-            conv = convs[i]
-            row.append(v if conv is None else conv(v))
+            append(_binary_datetime(how, part) if kind == _DATES else _binary_time(part))
     return tuple(row)
 
 
@@ -727,6 +750,7 @@ def read_result(extended: bool, binary: bool = False,
             i += 1
             last.columns = columns
             convs = [c.convert for c in columns]
+            plan: list[Any] = _binary_plan(columns, convs) if binary else convs
             append = last.append
             while True:  # the rows of every read, up to the EOF
                 end = len(batch)
@@ -739,8 +763,7 @@ def read_result(extended: bool, binary: bool = False,
                         break
                     if head == 0xFF:
                         raise server_error(payload)
-                    append(_binary_row(payload, columns, convs) if binary
-                           else _text_row(payload, convs))  # fmt: skip
+                    append(_binary_row(payload, plan) if binary else _text_row(payload, plan))
                 else:
                     batch, i = (yield), 0
                     continue
