@@ -175,6 +175,11 @@ def read_lenenc(buf: bytes, pos: int) -> tuple[int | None, int]:
 
 
 def read_lenenc_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
+    """The length-encoded string at ``pos`` (b"" for NULL) and the position after it."""
+    first = buf[pos]
+    if first < 0xFB:  # (most: a one-byte length, without read_lenenc's frame)
+        pos += 1
+        return buf[pos : pos + first], pos + first
     n, pos = read_lenenc(buf, pos)
     n = n or 0
     return buf[pos : pos + n], pos + n
@@ -607,15 +612,6 @@ def _binary_plan(cols: list[Column], convs: list[Any]) -> list[tuple[Any, ...]]:
     return plan
 
 
-def _value_at(payload: bytes, pos: int) -> tuple[int, int]:
-    """Where the length-encoded value at ``pos`` starts and ends (not NULL)."""
-    first = payload[pos]
-    if first < 0xFB:
-        return pos + 1, pos + 1 + first
-    length, pos = read_lenenc(payload, pos)
-    return pos, pos + (length or 0)
-
-
 def _binary_row(payload: bytes, plan: list[tuple[Any, ...]]) -> tuple[Any, ...]:
     pos = 1 + (len(plan) + 9) // 8  # after the header byte and the NULL bitmap
     row: list[Any] = []
@@ -624,8 +620,7 @@ def _binary_row(payload: bytes, plan: list[tuple[Any, ...]]) -> tuple[Any, ...]:
         if payload[byte] & bit:
             append(None)
         elif kind == _LENENC:
-            start, pos = _value_at(payload, pos)
-            value = payload[start:pos]
+            value, pos = read_lenenc_bytes(payload, pos)
             append(value.decode("utf-8", "surrogateescape") if how is TEXT  # (TEXT inline)
                    else value if how is None else how(value))  # fmt: skip
         elif kind == _FIXED:
