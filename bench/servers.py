@@ -2,13 +2,19 @@
 
 MODE is ``ours`` (ConnectionTable + write-through transport), ``ours-plain-transport`` (the
 same factory on reactor.listenTCP), ``http`` (the hello example's HTTPFactory) or ``twisted``
-(a plain Twisted echo with TimeoutMixin when HEARTBEAT is given).  Prints ``ready`` once
+(a plain Twisted echo with TimeoutMixin when HEARTBEAT is given, on Twisted's default reactor;
+the others run on the one ``twistd swoole`` installs).  Prints ``ready`` once
 listening.
 """
 
 from __future__ import annotations
 
 import sys
+
+if __name__ == "__main__" and sys.argv[1] != "twisted":
+    from tx_swoole.reactor import install
+
+    install()  # the reactor `twistd swoole` runs
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol

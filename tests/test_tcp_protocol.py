@@ -372,6 +372,7 @@ def test_reading_pauses_while_many_messages_wait() -> None:
     while len(proto.messages) < MAX_WAITING + 2:
         proto.gates[len(proto.messages) + 1].callback(None)
     assert transport.producerState == "producing"
+    assert proto._busy is False  # nothing kept once nothing waits (one slot when idle)
 
 
 def test_half_close_finishes_then_closes_with_reason_peer() -> None:
@@ -388,6 +389,25 @@ def test_half_close_finishes_then_closes_with_reason_peer() -> None:
     assert not transport.aborted
     lose(proto)
     assert proto.closed == ["peer"]
+
+
+def test_half_close_during_a_hook_closes_once_it_ends() -> None:
+    """A half-close while an async hook runs with nothing behind it: the connection closes
+    (reason peer) when that hook ends, not before; with no hook running, at once."""
+    proto, transport = async_connect(open_eof_split=True, package_eof="\n")
+    proto.gates[0].callback(None)
+    proto.dataReceived(b"x\n")
+    proto.readConnectionLost()
+    assert not transport.disconnecting and proto.handoffReady() is None
+    proto.gates[1].callback(None)
+    assert proto.messages == [b"x\n"] and transport.disconnecting and not transport.aborted
+    lose(proto)
+    assert proto.closed == ["peer"]
+
+    proto, transport = async_connect(open_eof_split=True, package_eof="\n")
+    proto.gates[0].callback(None)
+    proto.readConnectionLost()
+    assert transport.disconnecting
 
 
 def test_connections_provide_the_tracked_connection_interface() -> None:

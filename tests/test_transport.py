@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import _socket
 import socket
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, tcp
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
@@ -72,9 +73,9 @@ async def test_small_write_goes_to_kernel_at_once() -> None:
     server, client, port = await pair()
     t = server.transport
     assert isinstance(t, WriteThroughServer)
-    # The class defaults consulted on every send are the transport's own (same values).
-    own = vars(t)
-    assert (own["dataBuffer"], own["disconnecting"], own["TLS"]) == (b"", False, False)
+    # The class defaults consulted on every send are the transport's own slots (same values).
+    assert {"dataBuffer", "disconnecting", "TLS"} <= set(WriteThroughServer.__slots__)
+    assert (t.dataBuffer, t.disconnecting, t.TLS) == (b"", False, False)
     t.write(b"hello")
     assert t.pendingBytes() == 0 and t not in reactor.getWriters()  # type: ignore[attr-defined]
     await until(lambda: client.received == b"hello")
@@ -173,13 +174,14 @@ def test_idle_transport_keeps_no_strings_or_bound_methods() -> None:
     from twisted.python.failure import Failure
 
     a, b = socket.socketpair()
+    fd = a.fileno()
     with b:
         proto = Protocol()
         t = WriteThroughServer(a, proto, ("127.0.0.1", 4321), None, 7, reactor)
         proto.makeConnection(t)
         try:
             assert not {"fileno", "logstr", "repstr"} & set(t.__dict__)
-            assert t.fileno() == a.fileno()
+            assert t.fileno() == fd
             assert t.logstr == "Protocol,7,127.0.0.1" and t.logPrefix() == t.logstr
             assert t.repstr == "<Protocol #7 on ?>"
         finally:
@@ -217,6 +219,42 @@ def test_peer_and_session_number_kept_as_one_int(client: tuple[Any, ...], packed
             assert t.logstr == f"Protocol,{2**60},{client[0]}"
         finally:
             t.stopReading()
+            t.socket.close()
+
+
+@pytest.mark.parametrize("client", [("127.0.0.1", 4321), ("::1", 4321, 0, 0)])
+def test_transport_answers_what_twisteds_server_sets(client: tuple[Any, ...]) -> None:
+    """The transport sets its own attributes (slots, an empty instance dict for an IPv4
+    peer) instead of running ``tcp.Server.__init__``: every attribute that one sets reads
+    the same here, so a Twisted release that sets one more fails this test.  Its socket is
+    the C socket under the one accepted (48 B instead of 88 B), same descriptor."""
+    pairs = [socket.socketpair(), socket.socketpair()]
+    theirs = tcp.Server(pairs[0][0], Protocol(), client, None, 7, reactor)
+    fd = pairs[1][0].fileno()
+    ours = WriteThroughServer(pairs[1][0], Protocol(), client, None, 7, reactor)
+    try:
+        assert set(vars(ours)) == ({"_addressType"} if len(client) == 4 else set())
+        for name, value in vars(theirs).items():
+            mine = getattr(ours, name)
+            if name == "socket":
+                assert type(mine) is _socket.socket and mine.family == value.family
+                assert mine.fileno() == fd
+                assert mine.gettimeout() == 0.0  # non-blocking, as Twisted makes it
+            elif name == "fileno":
+                assert mine() == fd
+            elif name == "protocol":
+                assert mine is ours.protocol and type(mine) is type(value)
+            elif name == "_tempDataBuffer":
+                assert mine == value == []
+            else:
+                assert mine == value, name
+        assert {ours, theirs} <= set(reactor.getReaders())  # type: ignore[attr-defined]
+    finally:
+        for t in (theirs, ours):
+            t.stopReading()
+            t.socket.close()
+        for pair_ in pairs:
+            pair_[1].close()
 
 
 @pytest_twisted.ensureDeferred

@@ -13,6 +13,7 @@ reports the loss through ``connectionLost`` as usual.
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import errno
 import os
@@ -22,7 +23,7 @@ import struct
 from errno import EWOULDBLOCK
 from typing import TYPE_CHECKING, Any, cast
 
-from twisted.internet import main, tcp, unix
+from twisted.internet import abstract, address, error, main, tcp, unix
 from twisted.internet.interfaces import IReactorSocket, IReactorTCP
 
 if TYPE_CHECKING:
@@ -125,12 +126,39 @@ class WriteThroughServer(tcp.Server):
 
     write = write_through  # one frame per write: this is the hot path of every server
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        own_hot_attributes(self)
-        # Twisted keeps a bound ``socket.fileno`` per connection (72 B); the method below
-        # serves instead.
-        del self.fileno
+    # What every connection sets, as slots: one object, without the instance dict's header
+    # and spare entry.  Anything else Twisted sets (a producer, the IPv6 address type, state
+    # while closing) still goes to the instance dict.
+    __slots__ = (
+        "reactor", "socket", "protocol", "server", "connected", "_peer", "_tempDataLen",
+        *_HOT,
+    )  # fmt: skip
+
+    def __init__(self, sock: socket.socket, protocol: Any, client: Any, server: Any,
+                 sessionno: int, reactor: Any) -> None:  # fmt: skip
+        """``tcp.Server.__init__`` (through ``tcp.Connection`` and ``FileDescriptor``), with
+        the C socket under ``sock`` and without the per-connection attributes it sets only to
+        log with (formatted when read) or that the class answers for (``fileno``)."""
+        if not reactor:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self._tempDataLen = 0
+        self.dataBuffer = b""
+        self.offset = 0
+        self.disconnecting = False
+        self._writeDisconnected = False
+        self.TLS = False
+        self.bufferSize = tcp.Server.bufferSize
+        self.connected = 0
+        self.socket = bare_socket(sock)
+        self.socket.setblocking(False)
+        self.protocol = protocol
+        if len(client) != 2:
+            self._addressType = address.IPv6Address
+        self.server = server
+        self._peer = _packed_peer(client, sessionno)
+        self.startReading()
+        self.connected = 1
 
     def fileno(self) -> int:
         try:
@@ -139,9 +167,9 @@ class WriteThroughServer(tcp.Server):
             return -1
 
     # Twisted keeps the peer as accept() gave it, a tuple of a str and an int (146 B), and the
-    # session number as another int.  An IPv4 peer and the number are kept as one int instead,
-    # (sessionno << 48) | (address << 16) | port; any other peer as (client, sessionno).
-    _peer: Any = ((), 0)
+    # session number as another int.  An IPv4 peer and the number are kept as one int instead
+    # (``_peer``), (sessionno << 48) | (address << 16) | port; any other peer as
+    # (client, sessionno).
 
     @property
     def client(self) -> Any:
@@ -192,8 +220,16 @@ class WriteThroughServer(tcp.Server):
             self._queuedWrites = value or None
 
     def connectionLost(self, reason: Any) -> None:
-        self.fileno = _closed  # type: ignore[method-assign]  # (Twisted's deletes it)
-        super().connectionLost(reason)
+        """``tcp.Connection.connectionLost``, less its ``del self.fileno``: the class's
+        ``fileno`` says -1 once the socket is gone."""
+        if not hasattr(self, "socket"):  # called twice (an abort, then an error)
+            return
+        abstract.FileDescriptor.connectionLost(self, reason)
+        self._closeSocket(not reason.check(error.ConnectionAborted))
+        protocol = self.protocol
+        del self.protocol
+        del self.socket
+        protocol.connectionLost(reason)
 
     # Twisted formats these two strings for every connection at accept (136 B); they are read
     # only to log or print a transport, so they are formatted then.
@@ -239,8 +275,18 @@ class WriteThroughServer(tcp.Server):
         return len(self.dataBuffer) - self.offset + self._tempDataLen
 
 
-def _closed() -> int:
-    return -1
+_family = _socket.socket.family.__get__  # the int, where socket.socket's makes an enum
+_kind = _socket.socket.type.__get__
+
+
+def bare_socket(sock: Any) -> Any:
+    """The C socket under a ``socket.socket``, same descriptor (48 B kept per connection
+    instead of 88 B).  It has every method a transport calls (send, recv, fileno, shutdown,
+    close, getsockopt, getpeername ...); the Python class adds makefile, sendfile, dup and
+    enum values for ``family`` and ``type`` (ints here, equal to the enums)."""
+    if sock.__class__ is not socket.socket:
+        return sock
+    return _socket.socket(_family(sock), _kind(sock), sock.proto, sock.detach())
 
 
 def _packed_peer(client: Any, sessionno: int) -> Any:
@@ -340,8 +386,8 @@ class WriteThroughUnixServer(unix.Server):
 
     write = write_through
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(bare_socket(sock), *args, **kwargs)
         own_hot_attributes(self)
 
     def pendingBytes(self) -> int:

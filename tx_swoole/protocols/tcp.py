@@ -62,6 +62,19 @@ _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 MAX_WAITING = 64  # messages waiting behind an async hook before reading pauses
 
 
+class _Behind:
+    """What waits behind a connection's async hook: messages in order, whether reading was
+    paused for them, whether the peer half-closed meanwhile.  Made only when something waits,
+    so an idle connection keeps one slot for all of it (``TCPProtocol._busy``)."""
+
+    __slots__ = ("messages", "readPaused", "peerDone")
+
+    def __init__(self) -> None:
+        self.messages: deque[Any] = deque()
+        self.readPaused = False
+        self.peerDone = False
+
+
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
     """What :meth:`ConnectionTable.getClientInfo` reports for one connection."""
@@ -147,7 +160,8 @@ class ITrackedConnection(Interface):
 class TrackedProtocol:
     """A protocol that lives in a :class:`ConnectionTable`; base of our server protocols.
 
-    ``connId`` is its id in the table (0 until connected), ``server`` the factory.  It
+    ``connId`` is its id in the table (0 until connected), ``server`` the factory (also
+    ``factory``, as Twisted names it: one slot under both names).  It
     provides ``IProtocol`` itself rather than inheriting ``twisted.internet.protocol.Protocol``,
     which has no ``__slots__``: so the slots below really replace the per-instance ``__dict__``
     (subclasses that declare no ``__slots__`` get one back, as usual).
@@ -155,13 +169,12 @@ class TrackedProtocol:
 
     __slots__ = (
         "connId", "server", "connectTime", "lastRecvTime", "bytesIn", "bytesOut",
-        "_closeReason", "transport", "connected", "factory",
+        "_closeReason", "transport", "connected",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.connId = 0
         self.server: ConnectionTable = None  # type: ignore[assignment]  # set by its table
-        self.factory: ConnectionTable = None  # type: ignore[assignment]
         self.transport: IServerTransport = None  # type: ignore[assignment]  # makeConnection
         self.connected = 0
         self.connectTime = 0.0
@@ -170,8 +183,16 @@ class TrackedProtocol:
         self.bytesOut = 0
         self._closeReason: str | None = None
 
+    @property
+    def factory(self) -> ConnectionTable:
+        """The table, as ``buildProtocol`` set it (Twisted's name for ``server``)."""
+        return self.server
+
+    @factory.setter
+    def factory(self, table: ConnectionTable) -> None:
+        self.server = table
+
     def makeConnection(self, transport: ITransport) -> None:
-        self.server = self.factory
         adopted = self.server.register(self, transport)
         self.connected = 1
         self.transport = transport  # type: ignore[assignment]  # what TCP servers provide
@@ -322,16 +343,15 @@ class TCPProtocol(TrackedProtocol):
     queued, then closes (reason ``peer``).  Override it to keep sending before you close.
     """
 
-    __slots__ = ("_framer", "_busy", "_waiting", "_readPaused", "_peerDone")
+    __slots__ = ("_framer", "_busy")
     concurrentMessages: ClassVar[bool] = False  # True: do not wait for async hooks in turn
 
     def __init__(self) -> None:
         super().__init__()
         self._framer: Any = None
-        self._busy = False  # an async hook of this connection is running
-        self._waiting: deque[Any] | None = None  # messages behind it
-        self._readPaused = False
-        self._peerDone = False
+        # True while an async hook of this connection runs; a _Behind once messages (or the
+        # peer's half-close) wait behind it; False otherwise.
+        self._busy: bool | _Behind = False
 
     def connectionMade(self) -> None:
         self._framer = self.server.makeFramer()
@@ -394,45 +414,60 @@ class TCPProtocol(TrackedProtocol):
 
     def _hookDone(self, _: Any) -> None:
         if not self.concurrentMessages:
-            self._busy = False
-            self._drainWaiting()
+            behind, self._busy = self._busy, False
+            if behind.__class__ is _Behind:
+                self._drainWaiting(behind)
 
     def _hookFailed(self, failure: Failure, name: str) -> None:
         log.failure("{hook} of connection {connId} failed", failure, hook=name, connId=self.connId)
         self._busy = False
-        self._waiting = None
         self.abort("error")
+
+    def _behind(self) -> _Behind:
+        """What waits behind the async hook that runs (made when something first does)."""
+        behind = self._busy
+        if behind.__class__ is not _Behind:
+            behind = self._busy = _Behind()
+        return behind
 
     def _wait(self, messages: list[Any]) -> None:
         if not messages:
             return
-        if self._waiting is None:
-            self._waiting = deque()
-        self._waiting.extend(messages)
-        if len(self._waiting) > MAX_WAITING and not self._readPaused and self.connected:
-            self._readPaused = True
+        behind = self._behind()
+        waiting = behind.messages
+        waiting.extend(messages)
+        if len(waiting) > MAX_WAITING and not behind.readPaused and self.connected:
+            behind.readPaused = True
             self.transport.pauseProducing()
 
-    def _drainWaiting(self) -> None:
-        waiting = self._waiting
+    def _drainWaiting(self, behind: _Behind) -> None:
+        """The hook that ran has finished: hand over what waited behind it, in order, until
+        another hook goes async (the rest then waits behind that one)."""
+        waiting = behind.messages
         while waiting and not self._busy and self._closeReason is None:
             self._deliver(waiting.popleft())
-        if self._readPaused and (not waiting or len(waiting) <= MAX_WAITING // 2):
-            self._readPaused = False
+        if behind.readPaused and len(waiting) <= MAX_WAITING // 2:
+            behind.readPaused = False
             if self.connected:
                 self.transport.resumeProducing()
-        if not self._busy and self._peerDone and self._closeReason is None:
+        if self._busy:
+            if waiting or behind.readPaused or behind.peerDone:
+                self._busy = behind
+        elif behind.peerDone and self._closeReason is None:
             self.close(reason="peer")
 
     def handoffReady(self) -> bool | None:
-        if self._closeReason is not None or not self.connected or self._peerDone:
+        busy = self._busy
+        if self._closeReason is not None or not self.connected:
+            return None
+        if busy.__class__ is _Behind and busy.peerDone:
             return None
         transport = self.transport
         if getattr(transport, "encrypted", False) or getattr(transport, "TLS", False):
             return None  # (TLS state lives in this process)
         if not self.canHandOff():
             return None
-        return not self._busy and not self._waiting and not pending_bytes(self.transport)
+        return not busy and not pending_bytes(self.transport)
 
     def handoffState(self) -> dict[str, Any]:
         state = super().handoffState()
@@ -449,8 +484,9 @@ class TCPProtocol(TrackedProtocol):
     def readConnectionLost(self) -> None:
         """The peer will send nothing more (it half-closed).  Default: finish the messages
         that wait, send everything queued, then close with reason ``peer``."""
-        self._peerDone = True
-        if not self._busy and self._closeReason is None:
+        if self._busy:
+            self._behind().peerDone = True
+        elif self._closeReason is None:
             self.close(reason="peer")
 
     def writeConnectionLost(self) -> None:
@@ -667,7 +703,7 @@ class ConnectionTable(ServerFactory):
     def replace(self, old: TrackedProtocol, new: TrackedProtocol) -> None:
         """``new`` takes over ``old``'s connection (a protocol upgrade): its id, times and
         byte counts, its place in the table."""
-        new.factory = new.server = self
+        new.server = self
         new.connId = old.connId
         new.connectTime, new.lastRecvTime = old.connectTime, old.lastRecvTime
         new.bytesIn, new.bytesOut = old.byteCounts()

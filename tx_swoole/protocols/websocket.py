@@ -335,7 +335,6 @@ class WebSocketProtocol(TCPProtocol):
     def _hookFailed(self, failure: Failure, name: str) -> None:
         log.failure("{hook} of connection {connId} failed", failure, hook=name, connId=self.connId)
         self._busy = False
-        self._waiting = None
         self.disconnect(INTERNAL, f"{name} failed")
 
     # -- reload_handoff ----------------------------------------------------------------------
@@ -473,7 +472,7 @@ class WebSocketFactory(HTTPFactory):
             status, text = problem
             return self._refuseHandshake(response, status, text)
         proto = self.wsProtocol()
-        proto.factory = proto.server = self
+        proto.server = self
         try:
             chosen = proto.handshake(request)
         except WebSocketHandshakeError as e:
