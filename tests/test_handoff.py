@@ -174,6 +174,23 @@ def test_reload_handoff_needs_a_master_and_may_be_per_listener() -> None:
     assert config.listeners[-1].settings.reload_handoff
 
 
+def test_a_lost_channel_fails_only_the_hand_offs_sent_over_it() -> None:
+    """Another worker's channel going away (an old worker exiting mid-reload) leaves this
+    worker's hand-offs waiting for their answer; its replacement's going fails them (the
+    connections then stay and drain here)."""
+    from twisted.internet import defer, task
+
+    from tx_swoole.process.handoff import HandOff
+
+    handoff = HandOff(None, [], task.Clock())
+    to_replacement: defer.Deferred[bool] = defer.Deferred()
+    handoff._acks[4] = (to_replacement, 200)
+    handoff.channelLost(300)
+    assert not to_replacement.called
+    handoff.channelLost(200)
+    assert to_replacement.called and to_replacement.result is False
+
+
 @pytest.mark.timeout(60)
 def test_ids_stay_valid_for_sends_from_any_worker(tmp_path: Path) -> None:
     import socket

@@ -10,7 +10,10 @@ from typing import Any
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 
+from tx_swoole.process._task import OPENED
 from tx_swoole.process.messages import Peers, _Channel
 from tx_swoole.protocols.tcp import ConnectionTable, TCPProtocol
 from tx_swoole.settings import make_settings
@@ -137,6 +140,89 @@ def test_a_lost_worker_takes_its_connections_out_of_the_copy() -> None:
         if inc.peers is w0.peers:  # w1's channel into w0 goes
             inc.connectionLost(None)  # type: ignore[arg-type]
     assert w0.peers.remote == {}
+
+
+def test_news_of_a_moved_connection_counts_its_moves_whatever_order_it_comes_in() -> None:
+    """After a hand-off the copies of the table follow the connection's newest holder, in
+    whatever order the two holders' news arrive (they come over different channels): the old
+    holder's late table (fewer moves) neither replaces the new one's entry nor does its
+    close remove it; in order, the newer news wins as before."""
+    from tx_swoole.process._task import CLOSED, OPENED, dumps
+
+    w1 = Process("worker", 1, 101)
+    old = _Channel(w1.peers, False, ("worker", 0, 100))
+    new = _Channel(w1.peers, False, ("worker", 0, 200))
+
+    def opened(connId: int, moves: int) -> bytes:  # noqa: N803
+        return dumps((connId, "10.0.0.9", 5000, 1.0, moves), 1 << 16, "connection")
+
+    w1.peers.received(new, OPENED, 4, 0, opened(4, 1))
+    w1.peers.received(old, OPENED, 4, 0, opened(4, 0))  # the old holder's table, late
+    assert w1.peers.remote[4].pid == 200 and w1.peers.remote[4].moves == 1
+    w1.peers.received(old, CLOSED, 4, 0, b"0")
+    assert w1.peers.remote[4].pid == 200
+    w1.peers.received(new, CLOSED, 4, 0, b"1")
+    assert 4 not in w1.peers.remote
+    w1.peers.received(old, OPENED, 6, 0, opened(6, 0))
+    w1.peers.received(new, OPENED, 6, 0, opened(6, 1))
+    assert w1.peers.remote[6].pid == 200
+
+
+def test_a_call_that_reaches_the_old_holder_is_passed_to_the_new_one() -> None:
+    """A process that has not yet heard of a hand-off sends its call to the old holder,
+    which passes it on to the replacement it handed the connection to."""
+    from tx_swoole.process._task import CALL, FrameReader, dumps
+    from tx_swoole.process.messages import SEND
+
+    w0 = Process("worker", 0, 100)
+    to_new = StringTransport()
+    channel = _Channel(w0.peers, True, ("worker", 0, 200))
+    channel.makeConnection(to_new)
+    w0.peers.out[200] = channel
+    to_new.clear()  # (its HELLO)
+    w0.peers.movedTo[4] = 200
+    payload = dumps((b"hi",), 1 << 16, "send data")
+    w0.peers.received(channel, CALL, 4, SEND, payload)
+    [passed] = FrameReader(1 << 16).feed(to_new.value())
+    assert (passed.kind, passed.taskId, passed.number, passed.payload) == (
+        CALL, 4, SEND, payload,
+    )  # fmt: skip
+
+
+def test_what_is_sent_while_a_channel_opens_goes_once_it_is_up() -> None:
+    """A process just announced (its channel still opening): messages and calls for its
+    connections wait and go, in order, after its channel's greeting; bounded by
+    buffer_output_size; dropped (logged) if the channel cannot open."""
+    from twisted.internet.testing import MemoryReactor
+
+    from tx_swoole.process._task import CALL, HELLO, PIPE, FrameReader, dumps
+    from tx_swoole.process.messages import _Out
+
+    w0 = Process("worker", 0, 100)
+    reactor = MemoryReactor()
+    w0.peers.reactor = reactor  # type: ignore[assignment]
+    w0.peers.peerReady("worker", 1, "/run/peer-1.sock", 101)
+    assert w0.peers.sendMessage("early", 1)
+    w0.peers.received(
+        _Channel(w0.peers, False, ("worker", 1, 101)), OPENED, 7, 1,
+        dumps((7, "10.0.0.9", 5000, 1.0, 0), 1 << 16, "connection"),
+    )  # fmt: skip
+    assert w0.peers.remoteSend(7, b"to 7")
+    big = b"x" * SETTINGS.buffer_output_size
+    assert not w0.peers.sendMessage(big, 1)  # past the bound: refused, the rest kept
+    [(path, factory, _, _)] = reactor.unixClients
+    assert path == "/run/peer-1.sock" and isinstance(factory, _Out)
+    wire = StringTransport()
+    factory.buildProtocol(None).makeConnection(wire)
+    frames = FrameReader(1 << 24).feed(wire.value())
+    assert [f.kind for f in frames] == [HELLO, PIPE, CALL] and frames[2].taskId == 7
+
+    w0.peers.peerReady("worker", 2, "/run/peer-2.sock", 102)
+    w0.peers.connecting[102][0].append(b"waits")
+    with capturedLogs() as events:
+        reactor.unixClients[-1][1].clientConnectionFailed(None, Failure(OSError("refused")))
+    assert 102 not in w0.peers.connecting
+    assert any("dropped: its channel did not open" in formatEvent(e) for e in events)
 
 
 def test_ids_of_a_later_generation_never_meet_an_earlier_ones() -> None:

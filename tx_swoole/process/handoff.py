@@ -69,7 +69,7 @@ class HandOff:
 
     def __init__(self, peers: Any, tables: list[Any], reactor: Any) -> None:
         self.peers, self.tables, self.reactor = peers, tables, reactor
-        self._acks: dict[int, defer.Deferred[bool]] = {}
+        self._acks: dict[int, tuple[defer.Deferred[bool], int]] = {}  # by id: (ack, to pid)
         self.handed = self.kept = 0
 
     # -- the draining worker --------------------------------------------------------------------
@@ -143,6 +143,7 @@ class HandOff:
                 raise OSError("only TCP connections move (a Unix socket's stay)")
             state = proto.handoffState()
             state["family"] = family
+            state["moves"] = self.peers.moves.get(proto.connId, 0) + 1
             payload = dumps((index, state), 1 << 24, "the connection's state")
         except (TaskSerializationError, OSError) as e:
             log.warn("connection {connId} not handed off: {error}", connId=proto.connId, error=e)
@@ -151,7 +152,7 @@ class HandOff:
         connId = proto.connId
         proto.setHandingOff(True)  # sends meanwhile are refused, as to a closed one
         ack: defer.Deferred[bool] = defer.Deferred()
-        self._acks[connId] = ack
+        self._acks[connId] = (ack, channel.key[2])
         ack.addTimeout(ACK_WAIT, self.reactor, onTimeoutCancel=lambda *_: False)
         channel.transport.sendFileDescriptor(transport.fileno())
         channel.transport.write(frame(HANDOFF, connId, 0, payload))  # (the fd goes with it)
@@ -159,6 +160,8 @@ class HandOff:
         self._acks.pop(connId, None)
         if adopted:
             self.handed += 1
+            self.peers.movedTo[connId] = channel.key[2]
+            self.peers.moves.pop(connId, None)
             close_keeping_connection(transport)
         else:
             proto.setHandingOff(False)
@@ -169,17 +172,18 @@ class HandOff:
         if proto.connected:
             proto.transport.startReading()
 
-    def channelLost(self) -> None:
-        """The channel went (the replacement died): hand-offs not answered failed."""
-        for ack in list(self._acks.values()):
-            if not ack.called:
+    def channelLost(self, pid: int) -> None:
+        """The channel to process ``pid`` went (the replacement died, if it was ours): the
+        hand-offs to it not answered failed."""
+        for ack, to in list(self._acks.values()):
+            if to == pid and not ack.called:
                 ack.callback(False)
 
     # -- the replacement ---------------------------------------------------------------------
     def received(self, channel: Any, kind: int, connId: int, number: int,  # noqa: N803
                  payload: bytes) -> None:  # fmt: skip
         if kind == ADOPTED:
-            ack = self._acks.get(connId)
+            ack, _ = self._acks.get(connId, (None, 0))
             if ack is not None and not ack.called:
                 ack.callback(bool(number))
             return
@@ -192,8 +196,10 @@ class HandOff:
         try:
             index, state = loads(payload, "the connection's state")
             table = self.tables[index]
+            self.peers.moves[connId] = state.get("moves", 1)  # (what it announces)
             adopt_connection(fd, state["family"], _Adopting(table, state), self.reactor)
         except Exception:
+            self.peers.moves.pop(connId, None)
             log.failure("adopting connection {connId} failed", connId=connId)
             channel.write(frame(ADOPTED, connId, 0))
             return

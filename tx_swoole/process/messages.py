@@ -17,10 +17,15 @@ Connection ids are unique across the server without asking anyone: a worker numb
 connections ``n * worker_num + workerId`` (so ``worker_num = 1`` keeps 1, 2, 3...), with ``n``
 starting past every id an earlier generation of that worker could have used.
 
+A connection handed to a replacement worker (``reload_handoff``) is announced by its new
+holder with the number of moves it has had, so news from its old holder arriving late (over
+another channel) cannot undo the move; a call that still reaches the old holder is passed on.
+
 Resource handling: a channel per pair of processes; the copy of the table costs one small
 entry per remote connection.  Error handling: a peer that goes away takes its connections out
 of the copy; a message to a worker that is not there is logged and ``sendMessage`` returns
-False.
+False.  What is sent to a process just announced, while its channel opens, waits for it (up
+to ``buffer_output_size`` bytes) and is dropped, logged, if the channel cannot open.
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ class RemoteConnection(NamedTuple):
     host: str
     port: int
     connectTime: float  # noqa: N815
+    moves: int = 0  # hand-offs it has had: news of it with fewer moves is older than this
 
 
 @implementer(IFileDescriptorReceiver)
@@ -167,6 +173,7 @@ class _Out(ClientFactory):
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         log.info("cannot reach {kind} {id} (pid {pid}): {error}", kind=self.key[0],
                  id=self.key[1], pid=self.key[2], error=reason.getErrorMessage())  # fmt: skip
+        self.peers.unreachable(self.key[2])
 
 
 class _In(Factory):
@@ -205,6 +212,14 @@ class Peers:
         self.out: dict[int, _Channel] = {}  # by the other end's pid
         self.newest: dict[tuple[str, int], int] = {}  # (kind, index) -> pid of the newest
         self.remote: dict[int, RemoteConnection] = {}
+        # Connections that moved: the hand-offs each has had, for those this process holds;
+        # and for those it handed to its replacement, that replacement's pid, to pass on the
+        # calls that still come here (from a process that has not yet heard of the move).
+        self.moves: dict[int, int] = {}
+        self.movedTo: dict[int, int] = {}
+        # Frames for a process announced but whose channel is still being opened (sent once it
+        # is up), by its pid, with their size in bytes.
+        self.connecting: dict[int, tuple[list[bytes], int]] = {}
         self.port: Any = None
         self.path = ""
         self.messageCount = 0
@@ -223,7 +238,36 @@ class Peers:
             return
         self.newest[(kind, index)] = pid
         if pid not in self.out:
+            self.connecting.setdefault(pid, ([], 0))
             self.reactor.connectUNIX(path, _Out(self, (kind, index, pid)), timeout=10)
+
+    def _write(self, pid: int, data: bytes) -> bool:
+        """``data`` to process ``pid``: now, or once its channel is up if it is being opened
+        (up to ``buffer_output_size`` bytes); False if there is no way to it."""
+        channel = self.out.get(pid)
+        if channel is not None:
+            channel.write(data)
+            return True
+        waiting = self.connecting.get(pid)
+        if waiting is None:
+            return False
+        frames, size = waiting
+        limit = self.settings.buffer_output_size
+        if size + len(data) > limit:
+            log.warn("{n} bytes for pid {pid} dropped: {size} already wait for its channel to "
+                     "open (buffer_output_size={limit})", n=len(data), pid=pid, size=size,
+                     limit=limit)  # fmt: skip
+            return False
+        frames.append(data)
+        self.connecting[pid] = (frames, size + len(data))
+        return True
+
+    def unreachable(self, pid: int) -> None:
+        """The channel to ``pid`` could not be opened: what waited for it is dropped."""
+        frames, _ = self.connecting.pop(pid, ([], 0))
+        if frames:
+            log.notice("{n} messages for pid {pid} dropped: its channel did not open",
+                       n=len(frames), pid=pid)  # fmt: skip
 
     def channelUp(self, channel: _Channel) -> None:
         pid = channel.key[2]
@@ -233,6 +277,9 @@ class Peers:
             for p in list(table.connections.values()):
                 if table.isShared(p):
                     channel.write(self._opened(p))
+        frames, _ = self.connecting.pop(pid, ([], 0))
+        for data in frames:  # what was sent to it meanwhile, in order
+            channel.write(data)
 
     def channelLost(self, channel: _Channel) -> None:
         kind, index, pid = channel.key
@@ -240,11 +287,12 @@ class Peers:
             if self.out.get(pid) is channel:
                 del self.out[pid]
             if self.handoff is not None:
-                self.handoff.channelLost()
+                self.handoff.channelLost(pid)
             return
         gone = [c for c, r in self.remote.items() if r.pid == pid]
         for connId in gone:
             del self.remote[connId]
+        self.unreachable(pid)  # (if we were still opening ours to it, it will not open)
 
     def close(self) -> None:
         if self.port is not None:  # what made it in is read, not reset
@@ -262,7 +310,7 @@ class Peers:
     def _opened(self, proto: Any, transport: Any = None) -> bytes:
         peer = (transport or proto.transport).getPeer()
         info = (proto.connId, getattr(peer, "host", str(peer)), getattr(peer, "port", 0),
-                proto.connectTime)  # fmt: skip
+                proto.connectTime, self.moves.get(proto.connId, 0))  # fmt: skip
         return frame(OPENED, proto.connId, self.workerId, dumps(info, 1 << 16, "connection"))
 
     def localOpened(self, proto: Any, transport: Any = None) -> None:
@@ -271,15 +319,14 @@ class Peers:
             channel.write(data)
 
     def localClosed(self, connId: int) -> None:
-        data = frame(CLOSED, connId, self.workerId)
+        data = frame(CLOSED, connId, self.workerId, b"%d" % self.moves.pop(connId, 0))
         for channel in self.out.values():
             channel.write(data)
 
     def forward(self, call: int, connId: int, *args: Any) -> bool:
         """Ask the worker holding ``connId`` to ``send``/``close``/``push``/``disconnect`` it."""
         where = self.remote.get(connId)
-        channel = self.out.get(where.pid) if where is not None else None
-        if channel is None:
+        if where is None or (where.pid not in self.out and where.pid not in self.connecting):
             log.notice("{call} to unknown connection {connId} dropped", call=_CALLS[call],
                        connId=connId)  # fmt: skip
             return False
@@ -289,8 +336,7 @@ class Peers:
             log.warn("{call} to connection {connId} refused: {error}", call=_CALLS[call],
                      connId=connId, error=e)  # fmt: skip
             return False
-        channel.write(frame(CALL, connId, call, payload))
-        return True
+        return self._write(where.pid, frame(CALL, connId, call, payload))
 
     def remoteSend(self, connId: int, data: bytes) -> bool:  # noqa: N803
         return self.forward(SEND, connId, data)
@@ -312,12 +358,9 @@ class Peers:
         except TaskSerializationError as e:
             log.warn("broadcast refused: {error}", error=e)
             return 0
-        owners = {r.pid for r in self.remote.values()}
-        for pid in owners:
-            channel = self.out.get(pid)
-            if channel is not None:
-                channel.write(frame(CALL, 0, BROADCAST, payload))
-        return sum(1 for r in self.remote.values() if r.pid in self.out)
+        data = frame(CALL, 0, BROADCAST, payload)
+        reached = {pid for pid in {r.pid for r in self.remote.values()} if self._write(pid, data)}
+        return sum(1 for r in self.remote.values() if r.pid in reached)
 
     # -- messages -------------------------------------------------------------------------------
     def sendMessage(self, data: Any, dstWorkerId: int) -> bool:  # noqa: N803
@@ -336,8 +379,7 @@ class Peers:
         else:
             key = ("process", dstWorkerId - s.worker_num - s.task_worker_num)
         pid = self.newest.get(key)
-        channel = self.out.get(pid) if pid is not None else None
-        if channel is None:
+        if pid is None or (pid not in self.out and pid not in self.connecting):
             log.notice("sendMessage to worker {id} dropped: no such process is reachable "
                        "(worker_num={w}, task_worker_num={t})", id=dstWorkerId,
                        w=s.worker_num, t=s.task_worker_num)  # fmt: skip
@@ -347,17 +389,22 @@ class Peers:
         except TaskSerializationError as e:
             log.warn("sendMessage to worker {id} refused: {error}", id=dstWorkerId, error=e)
             return False
-        channel.write(frame(PIPE, 0, self.workerId, payload))
-        return True
+        return self._write(pid, frame(PIPE, 0, self.workerId, payload))
 
     def received(
         self, channel: _Channel, kind: int, ident: int, number: int, payload: bytes
     ) -> None:
         if kind == OPENED:
-            connId, host, port, connected = loads(payload, "connection")
-            self.remote[connId] = RemoteConnection(channel.key[2], number, host, port, connected)
+            connId, host, port, connected, moves = loads(payload, "connection")
+            known = self.remote.get(connId)
+            if known is None or known.moves <= moves:  # (not an old owner's late news)
+                self.remote[connId] = RemoteConnection(
+                    channel.key[2], number, host, port, connected, moves
+                )
         elif kind == CLOSED:
-            self.remote.pop(ident, None)
+            known = self.remote.get(ident)
+            if known is not None and known.moves <= int(payload or b"0"):
+                del self.remote[ident]
         elif kind == CALL:
             self._call(number, ident, payload)
         elif kind == PIPE:
@@ -379,6 +426,10 @@ class Peers:
                     break
             return
         table = next((t for t in self.tables if connId in t.connections), None)
+        moved = self.out.get(self.movedTo.get(connId, 0)) if table is None else None
+        if moved is not None:  # handed to our replacement: the caller has not heard yet
+            moved.write(frame(CALL, connId, call, payload))
+            return
         if table is None or (call in (PUSH, DISCONNECT) and not hasattr(table, "push")):
             log.notice("{call} to closed connection {connId} dropped" if table is None else
                        "{call} to connection {connId} dropped: it is not a WebSocket one",
