@@ -57,3 +57,25 @@ def test_logrotate_postrotate_reopens_the_masters_log(tmp_path: Path) -> None:
         wait_in(logfile, rb"worker 0 \(pid \d+, generation 2\) ready")
         assert b"generation 2" not in rotated.read_bytes()
         assert server.stop() == 0
+
+
+def test_our_signal_handlers_go_in_right_after_the_reactors() -> None:
+    """Ours are installed in the startup phase where the reactor installs its own, before
+    anything waiting for it to run: a SIGTERM just after start never meets twistd's handler
+    (which would end the process by re-raising it, exit -15); now if it runs already."""
+    from twisted.internet.base import ReactorBase
+
+    from tx_swoole.process._lifecycle import call_at_start
+
+    class Reactor(ReactorBase):  # (no waker, no loop: only its startup phases)
+        def installWaker(self) -> None:
+            pass
+
+    reactor = Reactor()
+    seen: list[tuple[str, bool]] = []
+    reactor.callWhenRunning(lambda: seen.append(("after startup", reactor.running)))
+    call_at_start(reactor, lambda: seen.append(("ours", reactor.running)))
+    reactor.startRunning(installSignalHandlers=False)
+    assert seen == [("ours", True), ("after startup", True)]  # (running: its handlers are in)
+    call_at_start(reactor, lambda: seen.append(("ours, running", reactor.running)))
+    assert seen[-1] == ("ours, running", True)

@@ -47,11 +47,16 @@ class FakeProcess:
 
 
 class FakeReactor(task.Clock):
+    running = False  # (never starts: what waits for the start, as the signals, never runs)
+
     def __init__(self) -> None:
         super().__init__()
         self.stopped = False
 
     def callWhenRunning(self, f: Any, *a: Any, **kw: Any) -> None:
+        pass
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any, *a: Any) -> None:
         pass
 
     def stop(self) -> None:

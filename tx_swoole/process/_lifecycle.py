@@ -89,6 +89,17 @@ def install_signals(reactor: IReactorFromThreads, handlers: dict[int, Callable[[
         signal.signal(sig, _deliver(reactor, handler))
 
 
+def call_at_start(reactor: Any, f: Callable[..., Any], *args: Any) -> None:
+    """Call ``f(*args)`` right after the reactor installed its signal handlers, in the same
+    startup phase (now if it runs already): installing ours there, no signal in between
+    reaches twistd's, which would end the process by re-raising it (exit -15 for a SIGTERM
+    just after start, with no graceful shutdown)."""
+    if reactor.running:
+        f(*args)
+    else:
+        reactor.addSystemEventTrigger("during", "startup", f, *args)
+
+
 def hold_signals(reactor: Any, handlers: dict[int, Callable[[], Any]]) -> None:
     """Until the reactor runs, a signal of ``handlers`` waits for it and is then handled,
     instead of taking its default action (SIGTERM or SIGUSR1 would kill the process while

@@ -17,6 +17,7 @@ from tx_swoole._log import SwooleLogger
 from tx_swoole.config import ServerConfig
 from tx_swoole.process._lifecycle import (
     BOOT_ERROR_EXIT,
+    call_at_start,
     exit_after_shutdown,
     install_signals,
     shutdown_handlers,
@@ -52,7 +53,7 @@ class InProcessServer(MultiService):
         super().startService()
         self._startedAt = self.reactor.seconds()
         self.app.ready.addErrback(self._bootFailed)
-        self.reactor.callWhenRunning(install_signals, self.reactor, self.signalHandlers())
+        call_at_start(self.reactor, install_signals, self.reactor, self.signalHandlers())
         if self.statusPath:
             self._writer = task.LoopingCall(self.writeStatus)
             self._writer.clock = self.reactor

@@ -47,6 +47,7 @@ from tx_swoole.config import Listener, ServerConfig
 from tx_swoole.process._control import LineDecoder, encode
 from tx_swoole.process._lifecycle import (
     BOOT_ERROR_EXIT,
+    call_at_start,
     install_signals,
     shutdown_handlers,
     write_status,
@@ -248,7 +249,7 @@ class MasterService(Service):
                      names=", ".join(p.name for p in self.config.processes))  # fmt: skip
         for index in range(len(self.config.processes)):
             self.processes[index] = self._spawn(index, kind="process")
-        self.reactor.callWhenRunning(self._installSignals)
+        call_at_start(self.reactor, self._installSignals)
         if self.settings.reload_on_change:
             targets = watch_targets(self.config.base_dir, self.settings.reload_on_change_paths)
             self.watcher = CodeWatcher(self.reactor, targets, lambda path: self.reload())
@@ -262,7 +263,7 @@ class MasterService(Service):
         return handlers
 
     def _installSignals(self) -> None:
-        """Once the reactor runs: our signals, and the title ``tx_swoole: master (FILE)``."""
+        """At start: our signals, and the title ``tx_swoole: master (FILE)``."""
         set_title("master", self.config.path)
         install_signals(self.reactor, self.signalHandlers())
 
