@@ -241,6 +241,10 @@ class Peers:
             self.connecting.setdefault(pid, ([], 0))
             self.reactor.connectUNIX(path, _Out(self, (kind, index, pid)), timeout=10)
 
+    def _canReach(self, pid: int) -> bool:
+        """Whether there is a channel to process ``pid``, up or being opened."""
+        return pid in self.out or pid in self.connecting
+
     def _write(self, pid: int, data: bytes) -> bool:
         """``data`` to process ``pid``: now, or once its channel is up if it is being opened
         (up to ``buffer_output_size`` bytes); False if there is no way to it."""
@@ -326,7 +330,7 @@ class Peers:
     def forward(self, call: int, connId: int, *args: Any) -> bool:
         """Ask the worker holding ``connId`` to ``send``/``close``/``push``/``disconnect`` it."""
         where = self.remote.get(connId)
-        if where is None or (where.pid not in self.out and where.pid not in self.connecting):
+        if where is None or not self._canReach(where.pid):
             log.notice("{call} to unknown connection {connId} dropped", call=_CALLS[call],
                        connId=connId)  # fmt: skip
             return False
@@ -379,7 +383,7 @@ class Peers:
         else:
             key = ("process", dstWorkerId - s.worker_num - s.task_worker_num)
         pid = self.newest.get(key)
-        if pid is None or (pid not in self.out and pid not in self.connecting):
+        if pid is None or not self._canReach(pid):
             log.notice("sendMessage to worker {id} dropped: no such process is reachable "
                        "(worker_num={w}, task_worker_num={t})", id=dstWorkerId,
                        w=s.worker_num, t=s.task_worker_num)  # fmt: skip

@@ -450,9 +450,8 @@ class TCPProtocol(TrackedProtocol):
             behind.readPaused = False
             if self.connected:
                 self.transport.resumeProducing()
-        if self._busy:
-            if waiting or behind.readPaused or behind.peerDone:
-                self._busy = behind
+        if self._busy:  # (what still waits, and the flags, wait behind that hook now)
+            self._busy = behind
         elif behind.peerDone and self._closeReason is None:
             self.close(reason="peer")
 
